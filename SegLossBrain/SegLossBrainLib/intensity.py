@@ -10,7 +10,7 @@ import torch
 
 LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5
-_MAX_QUANTILE_SAMPLES = 1 << 22  # torch.quantile refuses inputs above 16 M elements; a strided sample suffices
+_MAX_QUANTILE_SAMPLES = 1 << 22  # a strided sample of 4 M voxels pins a percentile well below 0.1 %
 
 
 def _sample(values: torch.Tensor) -> torch.Tensor:
@@ -19,13 +19,19 @@ def _sample(values: torch.Tensor) -> torch.Tensor:
     return values[::step].float()
 
 
+def _percentile(values: torch.Tensor, percent: float) -> torch.Tensor:
+    """Nearest-rank percentile; torch.kthvalue is several times faster than torch.quantile's sort."""
+    k = min(values.numel(), max(1, int(round(percent / 100 * (values.numel() - 1))) + 1))
+    return torch.kthvalue(values.cpu() if values.device.type == "mps" else values, k).values.to(values.device)
+
+
 def normalise_intensity(image: torch.Tensor) -> torch.Tensor:
     """Map ``image`` (any shape) to [0, 1] by its 0.5th (all voxels) and 99.5th (voxels above the low value)
     percentiles, clipping outside. A constant image maps to zeros."""
     sample = _sample(image)
-    low = torch.quantile(sample, LOW_PERCENTILE / 100)
+    low = _percentile(sample, LOW_PERCENTILE)
     above = sample[sample > low]
-    high = torch.quantile(above, HIGH_PERCENTILE / 100) if above.numel() else low
+    high = _percentile(above, HIGH_PERCENTILE) if above.numel() else low
     if float(high - low) <= 0:
         return torch.zeros_like(image, dtype=torch.float32)
     return ((image.float() - low) / (high - low)).clamp_(0, 1)

@@ -1,0 +1,111 @@
+"""``segment(image, ...)``: a volume in, a labelmap on exactly its grid out."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from . import grid as grids
+from .labels import load_label_table
+from .models import load_model, resolve_model
+from .volumes import check_image
+
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass
+class SegmentationResult:
+    labels: sitk.Image  # uint8, values 0..19 in the label table's order, on the input grid
+    confidence: sitk.Image | None = None  # float32 per-voxel max probability, on the input grid
+    probabilities: torch.Tensor | None = None  # [20, D, H, W] on the network grid (return_probabilities)
+    network_grid: grids.NetworkGrid | None = None
+    volumes_ml: dict = field(default_factory=dict)
+    model_metadata: dict = field(default_factory=dict)
+    device: str = "cpu"
+
+
+def select_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; a named device that is absent is an error."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available to torch; use --device cpu or auto")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' requested but Apple MPS is not available; use --device cpu or auto")
+    if device not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {device!r}; choose auto, cpu, cuda or mps")
+    return torch.device(device)
+
+
+def predict_probabilities(network: torch.nn.Module, tensor: torch.Tensor, device: torch.device,
+                          tta: bool = False) -> torch.Tensor:
+    """Softmax probabilities [C, D, H, W] for a normalised [1, 1, D, H, W] tensor. On CUDA the forward runs
+    under bf16 (or fp16) autocast. With ``tta``, the left-right mirrored image is segmented too and the two
+    averaged: every structure is merged left+right, so the labels need no swapping after mirroring back."""
+    tensor = tensor.to(device)
+    views = [tensor, torch.flip(tensor, dims=[-1])] if tta else [tensor]
+    total = None
+    for index, view in enumerate(views):
+        with torch.inference_mode():
+            if device.type == "cuda":
+                dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+                with torch.autocast("cuda", dtype=dtype):
+                    logits = network(view)
+            else:
+                logits = network(view)
+            probabilities = torch.softmax(logits.float(), dim=1)[0]
+        if index == 1:
+            probabilities = torch.flip(probabilities, dims=[-1])
+        total = probabilities if total is None else total + probabilities
+    return (total / len(views)).cpu()
+
+
+def structure_volumes_ml(labels: sitk.Image) -> dict:
+    """Volume of each structure in mL (voxel count x voxel volume), by name, background excluded."""
+    table = load_label_table()
+    counts = np.bincount(sitk.GetArrayViewFromImage(labels).ravel(), minlength=table.num_classes)
+    voxel_ml = float(np.prod(labels.GetSpacing())) / 1000.0
+    return {s.name: float(counts[s.index]) * voxel_ml for s in table.structures if s.index > 0}
+
+
+def segment(image: sitk.Image, model: str | os.PathLike | torch.nn.Module | None = None, device: str = "auto",
+            tta: bool = False, return_probabilities: bool = False, with_confidence: bool = False,
+            progress: ProgressCallback | None = None) -> SegmentationResult:
+    """Segment the 19 structures of a brain MR volume.
+
+    ``model``: None (the installed default), a path or name of a model file, or a loaded network.
+    The result's labelmap has exactly ``image``'s size, spacing, origin and direction."""
+    report = progress or (lambda fraction, message: None)
+    check_image(image)
+    chosen = select_device(device)
+    report(0.05, "loading model")
+    if isinstance(model, torch.nn.Module):
+        network, metadata = model.to(chosen).eval(), {}
+    else:
+        network, metadata = load_model(resolve_model(model), device=str(chosen))
+    report(0.15, "resampling to the network grid")
+    network_grid = grids.plan_network_grid(image)
+    tensor = grids.to_network(image, network_grid)
+    report(0.25, f"running the network on {chosen.type} ({'x'.join(map(str, network_grid.shape))} voxels"
+                 f"{', with left-right flip' if tta else ''})")
+    probabilities = predict_probabilities(network, tensor, chosen, tta=tta)
+    report(0.8, "mapping probabilities back to the input grid")
+    labels, confidence = grids.probabilities_to_image(probabilities, network_grid, image, with_confidence)
+    report(1.0, "done")
+    return SegmentationResult(
+        labels=labels,
+        confidence=confidence,
+        probabilities=probabilities if return_probabilities else None,
+        network_grid=network_grid,
+        volumes_ml=structure_volumes_ml(labels),
+        model_metadata=metadata,
+        device=chosen.type,
+    )

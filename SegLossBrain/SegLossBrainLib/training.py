@@ -1,0 +1,274 @@
+"""The one training loop: synthetic brains in, checkpoints and compact weights out.
+
+Every step draws a new synthetic image from a label map (``synth``), runs the network, and applies the loss
+chosen by name from the registry. Every ``checkpoint_every`` steps the whole state (model, optimiser, step,
+random generators) is written atomically to ``<run>/last.pt``; ``resume=True`` continues exactly from it. A
+run can also start from weights alone (``init_weights``: a ``.safetensors`` model file), which is how a run
+restarts when only the committed compact weights survived. SIGTERM/SIGINT finish the current step, write a
+checkpoint and return. A NaN/Inf loss stops the run without writing: the last checkpoint stays good.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the network is wrapped in DistributedDataParallel (NCCL on GPUs, gloo
+on CPUs); each rank draws its own samples and rank 0 alone validates and writes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .labels import load_label_table
+from .losses import get_loss, label_weights_from_frequencies
+from .models import load_model, save_model
+from .networks import build_network
+from .synth import SynthesisSettings, SyntheticBrainGenerator
+
+CHECKPOINT_NAME = "last.pt"
+BEST_NAME = "best.safetensors"
+LOG_NAME = "log.jsonl"
+WEIGHTED_LOSSES = ("wce", "explog")  # losses whose cross-entropy term takes label weights
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+def target_frequencies(sources, num_classes: int) -> torch.Tensor:
+    """Share of each target structure over the training maps (within their labelled boxes)."""
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    for source in sources:
+        per_code = torch.bincount(source.codes.flatten().long().cpu(), minlength=len(source.values)).double()
+        counts.index_add_(0, source.target_lut.cpu(), per_code[: len(source.values)])
+    return counts / counts.sum()
+
+
+@dataclass
+class TrainingConfig:
+    label_maps: list  # training label maps (paths)
+    run_dir: str
+    validation_maps: list = field(default_factory=list)  # held-out label maps: synthetic validation
+    real_pairs: list = field(default_factory=list)  # [(image path, aseg path, name)]: real validation
+    architecture: str = "wong2018"
+    loss: str = "explog"
+    loss_params: dict = field(default_factory=dict)
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    batch_size: int = 1
+    patch_size: tuple = (64, 64, 64)
+    steps: int = 1000
+    checkpoint_every: int = 100
+    validate_every: int = 500
+    validation_size: tuple = (112, 144, 112)  # whole brain at 1.5 mm
+    seed: int = 0
+    device: str = "cpu"
+    init_weights: str | None = None
+    synthesis: dict = field(default_factory=dict)  # SynthesisSettings overrides
+
+    def __post_init__(self):
+        if self.steps < 1 or self.checkpoint_every < 1 or self.validate_every < 1:
+            raise ValueError("steps, checkpoint_every and validate_every must be >= 1")
+        if not self.label_maps:
+            raise ValueError("no training label maps given")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning rate must be > 0, got {self.learning_rate}")
+        if self.optimizer not in ("adam", "nadam"):
+            raise ValueError(f"optimizer must be adam or nadam, got {self.optimizer!r}")
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    temporary = path.with_name(f".tmp-{path.name}")
+    torch.save(obj, temporary)
+    os.replace(temporary, path)
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return rank, world
+
+
+class Trainer:
+    def __init__(self, config: TrainingConfig, on_event: Callable[[dict], None] | None = None):
+        self.config = config
+        self.on_event = on_event or (lambda event: None)
+        self.rank, self.world = _distributed()
+        torch.manual_seed(config.seed * 1000 + self.rank)  # weight init and dropout; resume() restores it
+        self.run_dir = Path(config.run_dir)
+        if self.rank == 0:
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                probe = self.run_dir / ".write-test"
+                probe.write_text("ok")
+                probe.unlink()
+            except OSError as error:
+                raise TrainingError(f"checkpoint folder {self.run_dir} is not writable ({error}); "
+                                    "choose another --run-dir") from None
+        if self.world > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if config.device.startswith("cuda") else "gloo"
+            torch.distributed.init_process_group(backend)
+        self.device = torch.device(config.device)
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        self.table = load_label_table()
+        settings = SynthesisSettings(**{**config.synthesis, "patch_size": tuple(config.patch_size)})
+        self.generator = SyntheticBrainGenerator(config.label_maps, settings, device=self.device)
+        self.network = build_network(config.architecture, num_classes=self.table.num_classes).to(self.device)
+        self.loss_params = dict(config.loss_params)
+        if config.loss in WEIGHTED_LOSSES and "label_weights" not in self.loss_params:
+            self.loss_params["label_weights"] = label_weights_from_frequencies(
+                target_frequencies(self.generator.sources, self.table.num_classes)).tolist()
+        self.loss = get_loss(config.loss, **self.loss_params).to(self.device)
+        optimiser_class = torch.optim.NAdam if config.optimizer == "nadam" else torch.optim.Adam
+        self.optimizer = optimiser_class(self.network.parameters(), lr=config.learning_rate)
+        self.rng = torch.Generator().manual_seed(config.seed * 1000 + self.rank)
+        self.step = 0
+        self.best_score = -math.inf
+        self.elapsed = 0.0
+        self._stop_requested = False
+
+    # -- state ---------------------------------------------------------------------------------------
+    def _checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT_NAME
+
+    def save_checkpoint(self) -> None:
+        if self.rank != 0:
+            return
+        _atomic_torch_save({
+            "model": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "best_score": self.best_score,
+            "elapsed": self.elapsed,
+            "rng": self.rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "architecture": self.config.architecture,
+            "label_table_version": self.table.version,
+            "config": json.dumps(asdict(self.config)),
+        }, self._checkpoint_path())
+
+    def resume(self) -> None:
+        path = self._checkpoint_path()
+        if not path.is_file():
+            raise TrainingError(f"--resume: no checkpoint {path}; start without --resume or use --init-weights")
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state.get("architecture") != self.config.architecture:
+            raise TrainingError(f"checkpoint {path} is for architecture {state.get('architecture')!r}, "
+                                f"not {self.config.architecture!r}")
+        if state.get("label_table_version") != self.table.version:
+            raise TrainingError(f"checkpoint {path} was made with label table {state.get('label_table_version')}, "
+                                f"this installation has {self.table.version}")
+        self.network.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.best_score, self.elapsed = state["step"], state["best_score"], state["elapsed"]
+        self.rng.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+
+    def load_initial_weights(self, path: str) -> None:
+        network, metadata = load_model(path, device=str(self.device))
+        if metadata.get("architecture") != self.config.architecture:
+            raise TrainingError(f"{path} holds a {metadata.get('architecture')!r} model, not {self.config.architecture!r}")
+        self.network.load_state_dict(network.state_dict())
+
+    # -- loop ----------------------------------------------------------------------------------------
+    def _request_stop(self, signum, frame) -> None:
+        self._stop_requested = True
+
+    def _model_metadata(self, validation: dict | None) -> dict:
+        loss_params = {k: v for k, v in self.loss_params.items() if k != "label_weights"}
+        return {
+            "loss": {"name": self.config.loss, "params": loss_params,
+                     "label_weights": self.loss_params.get("label_weights")},
+            "steps": self.step,
+            "optimizer": self.config.optimizer,
+            "learning_rate": self.config.learning_rate,
+            "patch_size": list(self.config.patch_size),
+            "training_data": [Path(p).name for p in self.config.label_maps],
+            "synthesis": self.config.synthesis,
+            "wall_time_s": round(self.elapsed, 1),
+            "device": str(self.device),
+            "validation": validation or {},
+        }
+
+    def run(self) -> dict:
+        from .validation import validate
+
+        config = self.config
+        model = self.network
+        if self.world > 1:
+            model = torch.nn.parallel.DistributedDataParallel(model)
+        previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        log = open(self.run_dir / LOG_NAME, "a") if self.rank == 0 else None
+        status = "finished"
+        try:
+            while self.step < config.steps:
+                started = time.perf_counter()
+                model.train()
+                images, targets = self.generator.batch(config.batch_size, self.rng)
+                logits = model(images.to(self.device))
+                loss = self.loss(logits, targets.to(self.device))
+                if not torch.isfinite(loss):
+                    status = "diverged"
+                    self.on_event({"event": "error", "step": self.step + 1,
+                                   "message": f"loss became {loss.item()} at step {self.step + 1}; stopped without "
+                                              f"saving, the last checkpoint ({self._checkpoint_path()}) is kept. "
+                                              "Lower the learning rate or check the data."})
+                    break
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.step += 1
+                self.elapsed += time.perf_counter() - started
+                record = {"step": self.step, "loss": round(loss.item(), 5), "elapsed_s": round(self.elapsed, 1)}
+                self.on_event({"event": "step", **record, "total": config.steps})
+                if self.step % config.validate_every == 0 or self.step == config.steps:
+                    if self.rank == 0:
+                        record["validation"] = validate(self.network, self.table, config, self.device)
+                        self.on_event({"event": "validation", "step": self.step, **record["validation"]})
+                        self._keep_if_best(record["validation"])
+                if log is not None:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                if self.step % config.checkpoint_every == 0 or self.step == config.steps:
+                    self.save_checkpoint()
+                if self._stop_requested:
+                    self.save_checkpoint()
+                    status = "stopped"
+                    self.on_event({"event": "log", "message": f"stopped at step {self.step}; checkpoint written, "
+                                                              "continue with --resume"})
+                    break
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if log is not None:
+                log.close()
+        return {"status": status, "step": self.step, "best_score": self.best_score}
+
+    def _keep_if_best(self, validation: dict) -> None:
+        score = validation.get("score", -math.inf)
+        if score > self.best_score:
+            self.best_score = score
+            save_model(self.network, self.run_dir / BEST_NAME, self._model_metadata(validation), overwrite=True)
+        save_model(self.network, self.run_dir / "latest.safetensors", self._model_metadata(validation),
+                   overwrite=True)
+
+
+def train(config: TrainingConfig, resume: bool = False, on_event: Callable[[dict], None] | None = None) -> dict:
+    trainer = Trainer(config, on_event)
+    if resume:
+        trainer.resume()
+    elif config.init_weights:
+        trainer.load_initial_weights(config.init_weights)
+    return trainer.run()
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    np.random.seed(0)

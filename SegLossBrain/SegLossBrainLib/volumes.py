@@ -1,0 +1,156 @@
+"""Reading, checking and writing volumes. Every bad-input error of the engine is raised here.
+
+SimpleITK reads NIfTI, NRRD, MHA and DICOM series; nibabel reads FreeSurfer ``.mgz``/``.mgh``. Images are kept
+as ``SimpleITK.Image`` in ITK's LPS physical space throughout the engine; nibabel's RAS affine is converted on
+the way in (flip the first two axes).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+MAX_SPACING_MM = 20.0
+MIN_SPACING_MM = 1e-3
+MIN_BRAIN_EXTENT_MM = 60.0  # smallest field of view (every axis) that can hold an adult brain's core
+LABELMAP_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".mgz", ".mgh")
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+class InputError(ValueError):
+    """The input can't be used; the message names the problem and what to do instead."""
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in LABELMAP_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return path.suffix.lower()
+
+
+def read_image(path: str | os.PathLike) -> sitk.Image:
+    """Read a volume file or a DICOM series folder; errors name the file and the problem."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    try:
+        if path.is_dir():
+            return _read_dicom_folder(path)
+        if _suffix(path) in (".mgz", ".mgh"):
+            return _read_freesurfer(path)
+        return sitk.ReadImage(str(path))
+    except InputError:
+        raise
+    except Exception as error:  # SimpleITK/nibabel raise bare RuntimeErrors with long ITK traces
+        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise InputError(
+            f"{path}: cannot read this file as a volume ({first_line}). Supported: NIfTI (.nii, .nii.gz), "
+            "NRRD (.nrrd), MetaImage (.mha/.mhd), FreeSurfer (.mgz/.mgh) or a folder holding one DICOM series."
+        ) from None
+
+
+def _read_dicom_folder(folder: Path) -> sitk.Image:
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise InputError(f"{folder}: folder holds no DICOM series; give a volume file or a DICOM series folder")
+    # Several series: take the one with most slices (the 3D acquisition rather than localisers).
+    files = max((sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), s) for s in series), key=len)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    return reader.Execute()
+
+
+def _read_freesurfer(path: Path) -> sitk.Image:
+    import nibabel
+
+    volume = nibabel.load(str(path))
+    data = np.asarray(volume.dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InputError(f"{path}: FreeSurfer volume has shape {data.shape}; a 3D volume is needed")
+    affine = volume.affine
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    direction = _RAS_TO_LPS @ (affine[:3, :3] / spacing)
+    origin = _RAS_TO_LPS @ affine[:3, 3]
+    # nibabel indexes [i, j, k]; SimpleITK arrays are [k, j, i].
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(data, (2, 1, 0))))
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetDirection([float(v) for v in direction.flatten()])
+    image.SetOrigin([float(v) for v in origin])
+    return image
+
+
+def check_image(image: sitk.Image, name: str = "input") -> None:
+    """Refuse what can't be a 3D brain MR volume, naming the problem and the fix."""
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"{name} has {image.GetNumberOfComponentsPerPixel()} components per voxel (RGB or vector image); "
+            "give a single-channel (scalar) MR volume"
+        )
+    if image.GetDimension() == 4:
+        raise InputError(
+            f"{name} is 4D (size {image.GetSize()}): a time series or multi-volume file; extract one 3D volume first"
+        )
+    if image.GetDimension() != 3:
+        raise InputError(f"{name} is {image.GetDimension()}D (size {image.GetSize()}); a 3D volume is needed")
+    size = image.GetSize()
+    if min(size) < 2:
+        raise InputError(f"{name} has size {size}: a single slice is 2D; a 3D volume with many slices is needed")
+    spacing = image.GetSpacing()
+    if min(spacing) < MIN_SPACING_MM or not np.all(np.isfinite(spacing)):
+        raise InputError(f"{name} has zero or invalid voxel spacing {spacing}; fix the file's header")
+    if max(spacing) > MAX_SPACING_MM:
+        raise InputError(
+            f"{name} has voxel spacing {tuple(round(s, 3) for s in spacing)} mm, above {MAX_SPACING_MM:g} mm: "
+            "the header is probably wrong (spacing in cm or a missing value); fix the spacing"
+        )
+    extent = [n * s for n, s in zip(size, spacing)]
+    if min(extent) < MIN_BRAIN_EXTENT_MM:
+        raise InputError(
+            f"{name} covers only {tuple(round(e) for e in extent)} mm, too small to hold a brain "
+            f"(at least {MIN_BRAIN_EXTENT_MM:g} mm along every axis is needed)"
+        )
+    array = sitk.GetArrayViewFromImage(image)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise InputError(f"{name} has {bad} NaN or infinite voxels; repair or mask them (e.g. set them to 0) first")
+    low, high = array.min(), array.max()
+    if low == high:
+        raise InputError(f"{name} is empty or constant (every voxel is {low}); it holds no image")
+
+
+def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:
+    """Write atomically: to a temporary file beside the target, then rename; nothing half-written remains."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise InputError(f"output folder {directory} does not exist; create it or choose another output path")
+    if not os.access(directory, os.W_OK):
+        raise InputError(f"output folder {directory} is not writable; choose another output path")
+    suffix = _suffix(path)
+    if suffix not in (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha"):
+        raise InputError(f"{path}: unsupported output format {suffix!r}; use .nii.gz, .nii, .nrrd, .seg.nrrd or .mha")
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    os.close(handle)
+    try:
+        sitk.WriteImage(image, temporary, useCompression=compress)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def same_grid(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-4) -> bool:
+    """True when two images share size, spacing, origin and direction (to ``tolerance``)."""
+    return (
+        a.GetSize() == b.GetSize()
+        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tolerance)
+        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tolerance * 10)
+        and np.allclose(a.GetDirection(), b.GetDirection(), atol=tolerance)
+    )

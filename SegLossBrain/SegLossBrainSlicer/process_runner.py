@@ -1,0 +1,133 @@
+"""A child process whose output is read without ever blocking the caller.
+
+Two daemon threads copy stdout and stderr lines into a queue; :meth:`ChildProcess.poll` drains it. In Slicer
+a ``qt.QTimer`` calls ``poll`` a few times a second (see ``panel.py``); tests call it in a loop. Plain
+``subprocess`` instead of ``qt.QProcess`` keeps this file free of Qt, so it runs in the headless tests.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+
+# How long a cancelled child gets to stop by itself before it is killed.
+CANCEL_GRACE_SECONDS = 3.0
+
+
+class ChildProcess:
+    def __init__(self, argv: list[str], env: dict | None = None, cwd: str | None = None):
+        self.argv = list(argv)
+        self.env = env
+        self.cwd = cwd
+        self._process: subprocess.Popen | None = None
+        self._lines: queue.Queue = queue.Queue()
+        self._open_streams = 0
+        self._kill_deadline: float | None = None
+        self.cancelled = False
+
+    # -- life cycle -------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        kwargs = {}
+        if os.name == "nt":
+            # Own process group (so the whole tree can be ended) and no console window popping up.
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
+        else:
+            kwargs["start_new_session"] = True  # own process group: cancel ends workers the engine may spawn
+        self._process = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.env,
+            cwd=self.cwd,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            **kwargs,
+        )
+        self._open_streams = 2
+        for name, stream in (("stdout", self._process.stdout), ("stderr", self._process.stderr)):
+            threading.Thread(target=self._pump, args=(name, stream), daemon=True).start()
+
+    def _pump(self, name: str, stream) -> None:
+        try:
+            for line in stream:
+                self._lines.put((name, line.rstrip("\r\n")))
+        finally:
+            stream.close()
+            self._lines.put((name, None))  # end-of-stream marker
+
+    def poll(self) -> list[tuple[str, str]]:
+        """Lines produced since the last call, as (stream name, text). Never blocks."""
+        lines = []
+        while True:
+            try:
+                name, line = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                self._open_streams -= 1
+            else:
+                lines.append((name, line))
+        if self._kill_deadline is not None and self.running and time.monotonic() > self._kill_deadline:
+            self._signal(kill=True)
+            self._kill_deadline = None
+        return lines
+
+    @property
+    def started(self) -> bool:
+        return self._process is not None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def finished(self) -> bool:
+        """True once the process has exited and all its output has been read by :meth:`poll`."""
+        return self._process is not None and self._process.poll() is not None and self._open_streams <= 0
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._process is None else self._process.poll()
+
+    def cancel(self, force: bool = False) -> None:
+        """Ask the child to stop now; it is killed if still alive after the grace period (polled), or at once
+        with ``force`` (when nobody will poll any more). Returns at once."""
+        self.cancelled = True
+        if self.running:
+            self._signal(kill=force)
+            self._kill_deadline = None if force else time.monotonic() + CANCEL_GRACE_SECONDS
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until finished (self-test and scripts only; the GUI polls instead)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.finished:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("child process did not finish in time")
+            self.poll()
+            time.sleep(0.02)
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+    def _signal(self, kill: bool) -> None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        try:
+            if os.name == "nt":
+                # taskkill /T ends the child's own children too; TerminateProcess alone would orphan them.
+                subprocess.run(
+                    ["taskkill", "/T", "/F", "/PID", str(process.pid)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    check=False,
+                )
+            else:
+                os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        except (ProcessLookupError, PermissionError, OSError):
+            # Already gone (or the group vanished between the check and the signal): nothing left to stop.
+            pass

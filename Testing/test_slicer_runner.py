@@ -1,0 +1,206 @@
+"""The background run end to end, with a small stand-in for the engine's CLI (no torch, ~0.2 s a run):
+progress events, results in the scene, cancel, crash, GPU out-of-memory fallback, input removed meanwhile."""
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer")
+pytest.importorskip("SimpleITK")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "SegLossBrain"))
+
+from SegLossBrainSlicer import segment_job  # noqa: E402
+from SegLossBrainSlicer.cli_protocol import SegmentOptions  # noqa: E402
+from SegLossBrainSlicer.segment_run import SegmentError, SegmentRun  # noqa: E402
+from SegLossBrainSlicer.volume_files import image_from_array, set_ijk_to_ras  # noqa: E402
+from SegLossBrainSlicer.volume_table import read_volumes_table  # noqa: E402
+
+# Stand-in for `seglossbrain segment`: same arguments and JSON lines; its behaviour is picked by FAKE_MODE.
+FAKE_CLI = textwrap.dedent('''
+    import json, os, sys, time
+    import numpy as np
+    import SimpleITK as sitk
+    args = sys.argv[1:]
+    assert args[0] == "segment" and "--progress-json" in args
+    source, output = args[1], args[2]
+    device = args[args.index("--device") + 1]
+    confidence = args[args.index("--confidence") + 1] if "--confidence" in args else None
+    mode = os.environ.get("FAKE_MODE", "ok")
+    def emit(**event):
+        print(json.dumps(event), flush=True)
+    emit(event="log", message=f"device {device}")
+    emit(event="progress", fraction=0.25, message="reading")
+    print("a stray line a library printed")
+    if mode == "slow":
+        time.sleep(60)
+    if mode == "crash":
+        sys.stderr.write("Traceback (most recent call last):\\nRuntimeError: boom in the network\\n")
+        sys.exit(3)
+    if mode == "oom" and device != "cpu":
+        emit(event="error", message="CUDA out of memory. Tried to allocate 2.00 GiB")
+        sys.exit(1)
+    if mode == "error":
+        emit(event="error", message="model file is damaged")
+        sys.exit(2)
+    image = sitk.ReadImage(source)
+    values = sitk.GetArrayFromImage(image)
+    labels = (values * 19.999).astype(np.uint8)  # the stand-in "segments" by intensity bands
+    result = sitk.GetImageFromArray(labels)
+    result.CopyInformation(image)
+    if mode == "badgrid":
+        result.SetSpacing([s * 2 for s in image.GetSpacing()])
+    sitk.WriteImage(result, output)
+    if confidence:
+        conf = sitk.GetImageFromArray((0.5 + labels / 40.0).astype(np.float32))
+        conf.CopyInformation(image)
+        sitk.WriteImage(conf, confidence)
+    emit(event="progress", fraction=1.0, message="done")
+    emit(event="result", output=output, confidence=confidence, volumes_ml={})
+''')
+
+
+@pytest.fixture
+def fake_cli(tmp_path, monkeypatch):
+    script = tmp_path / "fake_cli.py"
+    script.write_text(FAKE_CLI)
+
+    def run_with(mode):
+        monkeypatch.setenv("FAKE_MODE", mode)
+        return [sys.executable, str(script)]
+
+    return run_with
+
+
+def make_scene_with_volume(shape=(12, 13, 14)):
+    scene = slicer.vtkMRMLScene()
+    logic = slicer.vtkSlicerSegmentationsModuleLogic()
+    logic.SetMRMLScene(scene)
+    scene._test_logic = logic
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "brain")
+    values = np.linspace(0, 1, int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    volume.SetAndObserveImageData(image_from_array(values))
+    matrix = np.array([[0, 0, -1.2, 80], [0.9, 0, 0, -100], [0, 1.1, 0, 30], [0, 0, 0, 1]], float)
+    set_ijk_to_ras(volume, matrix)
+    return scene, volume, values
+
+
+def node_ids(scene):
+    return sorted(scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes()))
+
+
+def test_run_puts_segmentation_table_and_confidence_in_the_scene(fake_cli):
+    scene, volume, values = make_scene_with_volume()
+    run = SegmentRun(scene, volume, SegmentOptions(device="cpu", confidence=True), command_prefix=fake_cli("ok"))
+    run.start()
+    fractions, log = [], []
+    while True:
+        update = run.poll()
+        fractions += [update.fraction] if update.fraction is not None else []
+        log += update.log_lines
+        if update.done:
+            break
+        time.sleep(0.02)
+    workdir = run.workdir
+    result = run.finish()
+    assert not workdir.exists()  # temporary files are removed
+    assert fractions[0] == 0.25 and fractions[-1] == 1.0
+    assert "a stray line a library printed" in log and "device cpu" in log
+
+    expected = (values * 19.999).astype(np.uint8)
+    segmentation = result.segmentation
+    assert segmentation.GetName() == "brain segmentation"
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 19
+    from SegLossBrainSlicer.segmentation_io import segmentation_to_labels
+
+    assert np.array_equal(segmentation_to_labels(segmentation, volume), expected)
+    volumes = read_volumes_table(result.volumes_table)
+    voxel_ml = 0.9 * 1.1 * 1.2 / 1000.0
+    assert volumes["thalamus"] == pytest.approx(np.count_nonzero(expected == 7) * voxel_ml, abs=1e-4)
+    assert result.confidence_volume.GetName() == "brain confidence"
+    assert result.lowest_confidence[0].name == "cerebral white matter"  # label 1 has the lowest stand-in value
+
+
+def test_second_run_reuses_the_output_nodes(fake_cli):
+    scene, volume, _ = make_scene_with_volume()
+    first = SegmentRun(scene, volume, SegmentOptions(device="cpu"), command_prefix=fake_cli("ok")).run_blocking(30)
+    before = node_ids(scene)
+    second = SegmentRun(scene, volume, SegmentOptions(device="cpu"), output_segmentation=first.segmentation,
+                        volumes_table=first.volumes_table, command_prefix=fake_cli("ok")).run_blocking(30)
+    assert second.segmentation is first.segmentation and node_ids(scene) == before
+
+
+def test_cancel_stops_the_child_and_leaves_the_scene_unchanged(fake_cli):
+    scene, volume, _ = make_scene_with_volume()
+    before = node_ids(scene)
+    run = SegmentRun(scene, volume, SegmentOptions(device="cpu"), command_prefix=fake_cli("slow"))
+    run.start()
+    deadline = time.monotonic() + 20
+    while run.poll().status != "reading" and time.monotonic() < deadline:  # the child is really working
+        time.sleep(0.02)
+    started = time.monotonic()
+    run.cancel()
+    while not run.poll().done:
+        time.sleep(0.02)
+    assert time.monotonic() - started < 5  # the 60 s child was stopped, not waited for
+    assert run.finish() is None
+    assert node_ids(scene) == before
+
+
+def test_crash_gives_a_clear_message_with_the_child_log(fake_cli):
+    scene, volume, _ = make_scene_with_volume()
+    before = node_ids(scene)
+    run = SegmentRun(scene, volume, SegmentOptions(device="cpu"), command_prefix=fake_cli("crash"))
+    with pytest.raises(SegmentError) as caught:
+        run.run_blocking(30)
+    message = str(caught.value)
+    assert "stopped unexpectedly (exit code 3)" in message and "boom in the network" in message
+    assert any("Traceback" in line for line in caught.value.log)
+    assert node_ids(scene) == before
+
+
+def test_engine_error_event_is_reported(fake_cli):
+    scene, volume, _ = make_scene_with_volume()
+    run = SegmentRun(scene, volume, SegmentOptions(device="cpu"), command_prefix=fake_cli("error"))
+    with pytest.raises(SegmentError, match="model file is damaged"):
+        run.run_blocking(30)
+
+
+def test_gpu_out_of_memory_falls_back_to_cpu(fake_cli):
+    scene, volume, _ = make_scene_with_volume()
+    run = SegmentRun(scene, volume, SegmentOptions(device="cuda"), command_prefix=fake_cli("oom"))
+    result = run.run_blocking(30)
+    assert run.job.fell_back_to_cpu and run.job.options.device == "cpu"
+    assert any("ran out of memory" in note for note in result.notes)
+    assert any("segmenting again on the CPU" in line for line in run.log)
+
+
+def test_output_off_the_input_grid_is_refused(fake_cli):
+    scene, volume, _ = make_scene_with_volume()
+    before = node_ids(scene)
+    with pytest.raises(SegmentError, match="voxels|positioned"):
+        SegmentRun(scene, volume, SegmentOptions(device="cpu"), command_prefix=fake_cli("badgrid")).run_blocking(30)
+    assert node_ids(scene) == before
+
+
+def test_input_removed_while_running_discards_the_result(fake_cli):
+    scene, volume, _ = make_scene_with_volume()
+    run = SegmentRun(scene, volume, SegmentOptions(device="cpu"), command_prefix=fake_cli("ok"))
+    run.start()
+    scene.RemoveNode(volume)  # what closing the scene does to it
+    run.wait(30)
+    with pytest.raises(SegmentError, match="removed, or the scene closed"):
+        run.finish()
+    assert scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0
+
+
+def test_missing_executable_is_a_clear_failure(tmp_path):
+    job = segment_job.SegmentJob(tmp_path / "in.nrrd", tmp_path / "out.nrrd", SegmentOptions(device="cpu"),
+                                 command_prefix=[str(tmp_path / "no-such-python")])
+    job.start()
+    assert job.poll().done and job.state == segment_job.FAILED
+    assert "Could not start the segmentation process" in job.error
