@@ -1,7 +1,6 @@
 """SegLossBrain: 19-structure brain MRI segmentation in 3D Slicer. Wiring only; the work is in SegLossBrainSlicer
 (Slicer glue) and SegLossBrainLib (engine, run in a child process, so torch is never imported here)."""
 import glob
-import os
 
 import slicer
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
@@ -23,8 +22,8 @@ class SegLossBrain(ScriptedLoadableModule):
             "Segments 19 brain structures (white matter, cortex, ventricles, deep grey nuclei, cerebellum, "
             "brainstem, hippocampus, amygdala, CSF, optic chiasm...) in a 3D brain MRI, in the background. "
             "Results: a segmentation with standard terminology codes, a table of structure volumes in mL and, "
-            "optionally, a confidence map with the least confident structures. "
-            "See the <a href='https://github.com/seglossbrain/SlicerSegLossBrain'>documentation</a>.")
+            "optionally, a confidence map with the least confident structures. Cancel leaves the scene unchanged. "
+            "Research use only, not for clinical decisions.")
         self.parent.acknowledgementText = _(
             "The network and its exponential logarithmic loss follow Wong K.C.L., Moradi M., Tang H., "
             "Syeda-Mahmood T., '3D Segmentation with Exponential Logarithmic Loss for Highly Unbalanced Object "

@@ -87,3 +87,23 @@ def test_centre_views_on_moves_every_slice_view_there():
         slice_to_ras = view.GetSliceToRAS()
         centre = [slice_to_ras.GetElement(r, 3) for r in range(3)]
         assert np.allclose(centre, target)
+
+
+def test_segment_view_point_follows_the_segment_as_edited():
+    from SegLossBrainSlicer import segmentation_io
+
+    scene = slicer.vtkMRMLScene()
+    logic = slicer.vtkSlicerSegmentationsModuleLogic()
+    logic.SetMRMLScene(scene)
+    volume = make_volume(scene)
+    labels = np.zeros((8, 9, 10), np.uint8)
+    labels[2:4, 3:5, 6:8] = 9  # putamen block: centre voxel (6.5, 3.5, 2.5)
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    segmentation_io.labels_to_segmentation(labels, volume, segmentation, TABLE)
+    putamen_id = segmentation_io.segment_id(TABLE.structures[9])
+    point = confidence.segment_view_point(segmentation, putamen_id, volume)
+    assert np.allclose(point, confidence.voxel_to_world(volume, [6.5, 3.5, 2.5]))
+    thalamus_id = segmentation_io.segment_id(TABLE.structures[7])
+    assert confidence.segment_view_point(segmentation, thalamus_id, volume) is None  # empty
+    segmentation.GetSegmentation().RemoveSegment(putamen_id)
+    assert confidence.segment_view_point(segmentation, putamen_id, volume) is None  # deleted by the user

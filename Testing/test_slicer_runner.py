@@ -108,7 +108,7 @@ def test_run_puts_segmentation_table_and_confidence_in_the_scene(fake_cli):
     workdir = run.workdir
     result = run.finish()
     assert not workdir.exists()  # temporary files are removed
-    assert fractions[0] == 0.25 and fractions[-1] == 1.0
+    assert fractions and fractions[-1] == 1.0 and all(0 <= f <= 1 for f in fractions)
     assert "a stray line a library printed" in log and "device cpu" in log
 
     expected = (values * 19.999).astype(np.uint8)
@@ -204,3 +204,74 @@ def test_missing_executable_is_a_clear_failure(tmp_path):
     job.start()
     assert job.poll().done and job.state == segment_job.FAILED
     assert "Could not start the segmentation process" in job.error
+
+
+def test_volume_under_a_transform_is_followed_not_hardened(fake_cli):
+    import vtk
+
+    scene, volume, values = make_scene_with_volume()
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "to atlas")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(2, 3, 25.0)
+    transform.SetMatrixTransformToParent(matrix)
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    from SegLossBrainSlicer.volume_files import ijk_to_ras
+
+    geometry_before = ijk_to_ras(volume)
+    run = SegmentRun(scene, volume, SegmentOptions(device="cpu", confidence=True), command_prefix=fake_cli("ok"))
+    result = run.run_blocking(30)
+    assert any("'to atlas'" in note for note in result.notes)
+    assert volume.GetTransformNodeID() == transform.GetID()  # the input is not hardened
+    assert np.array_equal(ijk_to_ras(volume), geometry_before)
+    assert result.segmentation.GetTransformNodeID() == transform.GetID()
+    assert result.confidence_volume.GetTransformNodeID() == transform.GetID()
+    from SegLossBrainSlicer.segmentation_io import segmentation_to_labels
+
+    assert np.array_equal(segmentation_to_labels(result.segmentation, volume), (values * 19.999).astype(np.uint8))
+
+
+def test_abandon_kills_the_child_at_once_and_removes_its_files(fake_cli):
+    scene, volume, _ = make_scene_with_volume()
+    run = SegmentRun(scene, volume, SegmentOptions(device="cpu"), command_prefix=fake_cli("slow"))
+    run.start()
+    workdir = run.workdir
+    started = time.monotonic()
+    run.abandon()
+    assert time.monotonic() - started < 3
+    assert not run.job.child_running and not workdir.exists()
+
+
+@pytest.mark.slow
+def test_real_engine_cli_with_a_random_model(random_model_file):
+    """The real `python -m SegLossBrainLib.cli segment --progress-json` (random weights: checks the protocol and
+    the geometry, not the anatomy) on an oblique, anisotropic volume; ~7 s on 2 CPU cores."""
+    pytest.importorskip("torch")
+    import json
+
+    from SegLossBrainSlicer import model_choices
+    from SegLossBrainSlicer.segmentation_io import segmentation_to_labels
+
+    scene, volume, _ = make_scene_with_volume(shape=(30, 32, 34))
+    matrix = np.array([[0, 0, -2.1, 80], [1.9, 0.3, 0, -100], [-0.3, 1.9, 0, 30], [0, 0, 0, 1]], float)
+    set_ijk_to_ras(volume, matrix)
+    sha256 = json.loads(random_model_file.with_suffix(".json").read_text())["sha256"]
+    choice = model_choices.ModelChoice("user:random", "random", str(random_model_file), "user", sha256)
+    run = SegmentRun(scene, volume, SegmentOptions(choice.path, "cpu", confidence=True), model_sha256=choice.sha256)
+    result = run.run_blocking(240)
+    assert any("running the network" in line or "cpu" in line for line in run.log + [run.job.options.device])
+    assert result.segmentation.GetSegmentation().GetNumberOfSegments() == 19
+    labels = segmentation_to_labels(result.segmentation, volume)
+    assert labels.shape == (30, 32, 34) and labels.max() < 20
+    assert result.confidence_volume is not None and len(result.volumes) == 19
+
+
+def test_tampered_model_is_refused_before_running(tmp_path):
+    from SegLossBrainSlicer.input_checks import InputProblem
+
+    scene, volume, _ = make_scene_with_volume()
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"weights that were edited")
+    with pytest.raises(InputProblem, match="does not match its recorded checksum"):
+        SegmentRun(scene, volume, SegmentOptions(str(model), "cpu"), model_sha256="0" * 64)
+    with pytest.raises(InputProblem, match="is missing"):
+        SegmentRun(scene, volume, SegmentOptions(str(tmp_path / "gone.safetensors"), "cpu"))

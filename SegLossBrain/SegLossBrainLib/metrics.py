@@ -1,8 +1,9 @@
 """Per-structure Dice, 95 % Hausdorff distance and volume difference, on label arrays with a known spacing.
 
 Conventions (stated because tools differ): Dice of a structure absent from both maps is NaN (not scored,
-left out of means); HD95 is the 95th percentile of the symmetric set of surface-to-surface distances in mm
-(surface = the structure's voxels with a 6-neighbour outside it), NaN when either map lacks the structure;
+left out of means); HD95 is the larger of the two directed 95th-percentile surface distances in mm
+(prediction to reference and back, as MONAI and most challenges compute it; surface = the structure's voxels
+with a 6-neighbour outside it), NaN when either map lacks the structure;
 volume difference is (predicted − reference) / reference in percent.
 """
 from __future__ import annotations
@@ -29,8 +30,8 @@ def _surface(mask: np.ndarray) -> np.ndarray:
 
 
 def hausdorff95(prediction: np.ndarray, reference: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> float:
-    """95th percentile symmetric surface distance (mm) between two boolean masks ([k, j, i] arrays with
-    ``spacing`` given in the same axis order)."""
+    """95 % Hausdorff distance (mm) between two boolean masks ([k, j, i] arrays with ``spacing`` given in the
+    same axis order): max of the directed 95th-percentile surface distances."""
     from scipy import ndimage
 
     prediction, reference = np.asarray(prediction, bool), np.asarray(reference, bool)
@@ -44,8 +45,7 @@ def hausdorff95(prediction: np.ndarray, reference: np.ndarray, spacing=(1.0, 1.0
     surface_p, surface_r = _surface(prediction), _surface(reference)
     distance_to_r = ndimage.distance_transform_edt(~surface_r, sampling=spacing)
     distance_to_p = ndimage.distance_transform_edt(~surface_p, sampling=spacing)
-    distances = np.concatenate([distance_to_r[surface_p], distance_to_p[surface_r]])
-    return float(np.percentile(distances, 95))
+    return float(max(np.percentile(distance_to_r[surface_p], 95), np.percentile(distance_to_p[surface_r], 95)))
 
 
 def evaluate_labels(prediction: np.ndarray, reference: np.ndarray, spacing, names: list[str],

@@ -69,6 +69,7 @@ def _read_freesurfer(path: Path) -> sitk.Image:
 
     volume = nibabel.load(str(path))
     data = np.asarray(volume.dataobj)
+    data = data.astype(data.dtype.newbyteorder("="), copy=False)  # MGH stores big-endian; ITK wants native
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:

@@ -93,11 +93,13 @@ def python_executable() -> str:
     """The Python that runs the engine. Inside Slicer ``sys.executable`` may be the Slicer launcher itself, so
     prefer Slicer's ``PythonSlicer`` (same site-packages as Slicer, without the GUI); elsewhere use this Python."""
     names = ("PythonSlicer.exe", "PythonSlicer") if os.name == "nt" else ("PythonSlicer",)
-    here = Path(sys.executable).resolve().parent
+    folders = []
+    for folder in (Path(sys.executable).parent, Path(sys.executable).resolve().parent):
+        folders += [folder, folder.parent / "bin"]  # Slicer keeps its executables in bin/
     for name in names:
-        for candidate in (here / name, here.parent / "bin" / name):
-            if candidate.is_file():
-                return str(candidate)
+        for folder in folders:
+            if (folder / name).is_file():
+                return str(folder / name)
         found = shutil.which(name)
         if found:
             return found

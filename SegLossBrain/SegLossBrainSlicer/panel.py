@@ -3,6 +3,8 @@
 Slicer only (Qt). The work itself is in Qt-free files: a :class:`SegmentRun` runs the engine in a child process
 and this panel polls it with a QTimer, so Slicer stays responsive and Cancel acts at once.
 """
+import logging
+
 import qt
 import slicer
 import vtk
@@ -27,6 +29,7 @@ class SegmentPanel(VTKObservationMixin):
         self.parameters = None
         self._gui_tag = None
         self._run = None
+        self._run_parameters = None
         self._cancel_reason = None
         self._choices = []
         self._missing_packages = dependencies.missing_requirements()
@@ -126,7 +129,8 @@ class SegmentPanel(VTKObservationMixin):
         except (InputProblem, OSError) as error:
             slicer.util.errorDisplay(str(error), windowTitle=_("Cannot segment"))
             return
-        self._run, self._cancel_reason = run, None
+        # The run reports to the parameter node it started from, even if the module is left meanwhile.
+        self._run, self._run_parameters, self._cancel_reason = run, self.parameters, None
         self.ui.logText.clear()
         for note in run.notes:
             self.ui.logText.appendPlainText(note)
@@ -169,6 +173,11 @@ class SegmentPanel(VTKObservationMixin):
             self.ui.logCollapsibleButton.collapsed = False
             slicer.util.errorDisplay(str(error), windowTitle=_("Segmentation failed"),
                                      detailedText="\n".join(error.log[-200:]))
+        except Exception as error:  # a bug here must not leave the panel stuck in "Cancel"
+            logging.exception("SegLossBrain: building the results failed")
+            self.ui.statusLabel.text = _("Segmentation failed.")
+            slicer.util.errorDisplay(_("Building the results failed: {error}").format(error=error),
+                                     windowTitle=_("Segmentation failed"))
         else:
             if result is None:
                 self.ui.statusLabel.text = self._cancel_reason or _("Cancelled. The scene was left unchanged.")
@@ -178,11 +187,12 @@ class SegmentPanel(VTKObservationMixin):
             self.update_state()
 
     def _show_result(self, run, result) -> None:
-        with slicer.util.NodeModify(self.parameters.parameterNode):
-            self.parameters.outputSegmentation = result.segmentation
-            self.parameters.volumesTable = result.volumes_table
+        parameters = self._run_parameters
+        with slicer.util.NodeModify(parameters.parameterNode):
+            parameters.outputSegmentation = result.segmentation
+            parameters.volumesTable = result.volumes_table
             if result.confidence_volume is not None:
-                self.parameters.confidenceVolume = result.confidence_volume
+                parameters.confidenceVolume = result.confidence_volume
         slicer.util.setSliceViewerLayers(background=run.input_volume, fit=False)
         self.ui.volumesTableView.setMRMLTableNode(result.volumes_table)
         self.ui.lowConfidenceList.clear()

@@ -1,0 +1,130 @@
+"""The training loop: exact resume, stop on signal, NaN rollback, bad folders, start from weights alone,
+and DistributedDataParallel with two CPU processes (gloo)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from SegLossBrainLib.models import load_model, save_model
+from SegLossBrainLib.networks import build_network
+from SegLossBrainLib.training import Trainer, TrainingConfig, TrainingError, train
+
+
+@pytest.fixture(scope="module")
+def label_maps(tmp_path_factory):
+    """Two 48^3 1 mm label maps: nested spheres of WM, cortex, ventricle, hippocampus, CSF and scalp."""
+    folder = tmp_path_factory.mktemp("maps")
+    paths = []
+    for index, shift in enumerate((0, 3)):
+        k, j, i = np.meshgrid(*[np.arange(48)] * 3, indexing="ij")
+        r = np.sqrt((k - 24 - shift) ** 2 + (j - 24) ** 2 + (i - 24) ** 2)
+        labels = np.select([r < 5, r < 10, r < 15, r < 18, r < 21, r < 23],
+                           [4, 2, 3, 24, 500 + 0 * r, 17], 0).astype(np.int16)
+        labels[(r < 10) & (i > 28)] = 17
+        image = sitk.GetImageFromArray(labels)
+        path = folder / f"map_{index}.nii.gz"
+        sitk.WriteImage(image, str(path))
+        paths.append(str(path))
+    return paths
+
+
+def config(label_maps, run_dir, **overrides):
+    values = dict(label_maps=label_maps[:1], validation_maps=label_maps[1:], run_dir=str(run_dir),
+                  patch_size=(32, 32, 32), validation_size=(32, 32, 32), steps=4, checkpoint_every=2,
+                  validate_every=2, seed=3, loss="explog")
+    values.update(overrides)
+    return TrainingConfig(**values)
+
+
+def weights(network):
+    return {k: v.clone() for k, v in network.state_dict().items()}
+
+
+def test_resume_continues_exactly(tmp_path, label_maps):
+    straight = Trainer(config(label_maps, tmp_path / "a"))
+    straight.run()
+    first = Trainer(config(label_maps, tmp_path / "b", steps=2))
+    first.run()
+    resumed = Trainer(config(label_maps, tmp_path / "b"))
+    resumed.resume()
+    assert resumed.step == 2
+    resumed.run()
+    for name, value in weights(straight.network).items():
+        assert torch.equal(value, resumed.network.state_dict()[name]), name
+    log = [json.loads(line) for line in open(tmp_path / "b" / "log.jsonl")]
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and "validation" in log[1]
+    assert (tmp_path / "b" / "best.safetensors").is_file()
+
+
+def test_signal_writes_a_checkpoint_and_stops(tmp_path, label_maps):
+    def on_event(event):
+        if event.get("event") == "step" and event["step"] == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    result = train(config(label_maps, tmp_path, steps=50, checkpoint_every=50, validate_every=50), on_event=on_event)
+    assert result == {"status": "stopped", "step": 1, "best_score": -float("inf")}
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["step"] == 1
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, label_maps):
+    trainer = Trainer(config(label_maps, tmp_path, steps=10, validate_every=100))
+    calls = {"n": 0}
+    real_loss = trainer.loss
+
+    def poisoned(logits, target):
+        calls["n"] += 1
+        value = real_loss(logits, target)
+        return value * float("nan") if calls["n"] == 3 else value
+
+    trainer.loss = poisoned
+    events = []
+    trainer.on_event = events.append
+    result = trainer.run()
+    assert result["status"] == "diverged" and result["step"] == 2
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 2
+    assert any("nan" in e.get("message", "").lower() for e in events)
+
+
+def test_unwritable_run_dir_and_wrong_checkpoint(tmp_path, label_maps):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(TrainingError, match="not writable"):
+        Trainer(config(label_maps, blocker / "run"))
+    Trainer(config(label_maps, tmp_path / "r", steps=2)).run()
+    with pytest.raises(TrainingError, match="architecture 'wong2018'"):
+        other = Trainer(config(label_maps, tmp_path / "r", architecture="vnet"))
+        other.resume()
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        Trainer(config(label_maps, tmp_path / "empty")).resume()
+
+
+def test_start_from_weights_alone(tmp_path, label_maps):
+    torch.manual_seed(7)
+    source = save_model(build_network("wong2018"), tmp_path / "init.safetensors", {"loss": {"name": "explog"}})
+    trainer = Trainer(config(label_maps, tmp_path / "run"))
+    trainer.load_initial_weights(str(source))
+    expected, _ = load_model(source)
+    for name, value in expected.state_dict().items():
+        assert torch.equal(trainer.network.state_dict()[name], value), name
+
+
+@pytest.mark.slow
+def test_two_process_data_parallel_on_cpu(tmp_path, label_maps):
+    folder = os.path.dirname(label_maps[0])
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+               "-m", "SegLossBrainLib.cli", "train", "--label-maps", folder, "--validation-maps", "map_1.nii.gz",
+               "--run-dir", str(tmp_path / "ddp"), "--patch-size", "32", "--steps", "3", "--checkpoint-every", "3",
+               "--validate-every", "3", "--threads", "1", "--device", "cpu"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    state = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
+    assert state["step"] == 3
+    assert not any(k.startswith("module.") for k in state["model"])  # saved unwrapped
