@@ -54,6 +54,7 @@ def run_train(args, reporter) -> int:
         patch_size=_parse_size(args.patch_size), steps=args.steps, checkpoint_every=args.checkpoint_every,
         validate_every=args.validate_every, seed=args.seed, device=args.device if args.device != "auto" else
         ("cuda" if __import__("torch").cuda.is_available() else "cpu"), init_weights=args.init_weights,
+        precision=args.precision,
     )
     from tqdm import tqdm
 
@@ -147,6 +148,8 @@ def add_training_commands(commands) -> None:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto")
     train.add_argument("--threads", type=int, default=None)
+    train.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                       help="bf16 autocast: about 2x faster on CPUs with AVX512-BF16 and on GPUs")
     train.add_argument("--resume", action="store_true", help="continue exactly from RUN_DIR/last.pt")
     train.add_argument("--init-weights", help="start from these weights (.safetensors) instead of random")
     train.set_defaults(handler=run_train)

@@ -69,6 +69,7 @@ class TrainingConfig:
     seed: int = 0
     device: str = "cpu"
     init_weights: str | None = None
+    precision: str = "fp32"  # or "bf16": autocast (2x faster on CPUs with AVX512-BF16/AMX and on GPUs)
     synthesis: dict = field(default_factory=dict)  # SynthesisSettings overrides
 
     def __post_init__(self):
@@ -78,6 +79,8 @@ class TrainingConfig:
             raise ValueError("no training label maps given")
         if self.learning_rate <= 0:
             raise ValueError(f"learning rate must be > 0, got {self.learning_rate}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.optimizer not in ("adam", "nadam"):
             raise ValueError(f"optimizer must be adam or nadam, got {self.optimizer!r}")
 
@@ -211,8 +214,9 @@ class Trainer:
                 started = time.perf_counter()
                 model.train()
                 images, targets = self.generator.batch(config.batch_size, self.rng)
-                logits = model(images.to(self.device))
-                loss = self.loss(logits, targets.to(self.device))
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                    logits = model(images.to(self.device))
+                loss = self.loss(logits.float(), targets.to(self.device))
                 if not torch.isfinite(loss):
                     status = "diverged"
                     self.on_event({"event": "error", "step": self.step + 1,
