@@ -239,6 +239,8 @@ class Trainer:
                 if log is not None:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
+                    if "validation" in record:
+                        self._plot()
                 if self.step % config.checkpoint_every == 0 or self.step == config.steps:
                     self.save_checkpoint()
                 if self._stop_requested:
@@ -253,6 +255,17 @@ class Trainer:
             if log is not None:
                 log.close()
         return {"status": status, "step": self.step, "best_score": self.best_score}
+
+    def _plot(self) -> None:
+        try:
+            from .training_plots import plot_curves
+        except ImportError:  # matplotlib is optional
+            return
+        try:
+            plot_curves(self.run_dir / LOG_NAME, self.run_dir / "curves.png",
+                        f"{self.config.architecture}, loss {self.config.loss}, patch {self.config.patch_size}")
+        except ImportError:
+            return
 
     def _keep_if_best(self, validation: dict) -> None:
         score = validation.get("score", -math.inf)
