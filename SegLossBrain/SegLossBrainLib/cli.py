@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_training import add_training_commands
 
     add_training_commands(commands)
+    from .cli_finetune import add_finetune_commands
+
+    add_finetune_commands(commands)
     return parser
 
 

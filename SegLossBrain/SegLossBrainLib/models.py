@@ -7,7 +7,9 @@ count, label table or tensor names don't match, with a message that says which a
 stored as float16 (half the size, no measurable change in the segmentation); they are used in float32.
 
 Shipped models live in ``Resources/Models/`` and are never written to. User models (fine-tuned versions)
-live in the user model store, ``~/.seglossbrain/models`` or ``$SEGLOSSBRAIN_MODEL_STORE``.
+live in the user model store, ``~/.seglossbrain/models`` or ``$SEGLOSSBRAIN_MODEL_STORE``. A version made
+active (``model_store.activate``) is named by ``active.json`` in that store; without it the shipped default
+is used.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from .resources import shipped_models_dir
 
 FORMAT_VERSION = 1
 DEFAULT_MODEL_NAME = "wong2018-explog"
+ACTIVE_POINTER = "active.json"  # in the user model store: the version used when none is named
 
 
 class ModelError(ValueError):
@@ -193,8 +196,39 @@ def list_models() -> list[ModelEntry]:
     return entries
 
 
+def active_pointer() -> dict | None:
+    """The user's choice of model (``active.json`` in the user store), or None when there is none."""
+    path = user_model_store() / ACTIVE_POINTER
+    if not path.is_file():
+        return None
+    try:
+        pointer = json.loads(path.read_text())
+        str(pointer["name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ModelError(f"{path} (the active model choice) is unreadable; run 'seglossbrain models revert' to use "
+                         "the shipped model again, or activate a version") from None
+    return pointer
+
+
+def _active_model_path(pointer: dict) -> Path:
+    # An active choice that no longer resolves is an error, not a silent fall-back: results would change
+    # without anyone having asked for it.
+    for entry in list_models():
+        if entry.name == pointer["name"] and entry.source == pointer.get("source", "user"):
+            if pointer.get("sha256") and entry.metadata.get("sha256") != pointer["sha256"]:
+                raise ModelError(f"the active model {entry.name!r} has changed since it was activated (sha256 differs); "
+                                 "activate it again if that is intended, or run 'seglossbrain models revert'")
+            return entry.path
+    raise ModelError(f"the active model {pointer['name']!r} is no longer in the model store; run 'seglossbrain "
+                     "models revert' to use the shipped model, or activate another version")
+
+
 def default_model_path() -> Path:
-    """The model used when none is named: the shipped default, else any shipped model."""
+    """The model used when none is named: the active user choice, else the shipped default, else any shipped
+    model."""
+    pointer = active_pointer()
+    if pointer is not None:
+        return _active_model_path(pointer)
     shipped = [e for e in list_models() if e.source == "shipped"]
     for entry in shipped:
         if entry.name == DEFAULT_MODEL_NAME:

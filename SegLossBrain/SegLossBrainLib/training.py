@@ -7,6 +7,12 @@ run can also start from weights alone (``init_weights``: a ``.safetensors`` mode
 restarts when only the committed compact weights survived. SIGTERM/SIGINT finish the current step, write a
 checkpoint and return. A NaN/Inf loss stops the run without writing: the last checkpoint stays good.
 
+Fine-tuning (``finetune.py``) runs this same loop with three hooks: ``generator`` (any object with the
+synthetic generator's ``batch(batch_size, rng)``: real pairs instead of synthetic brains), ``validator``
+(``network -> dict`` with a ``score``) and ``stop_event`` (a ``threading.Event``: cancel from another thread).
+``patience`` stops after that many validations without a better score; ``freeze_encoder`` trains the decoder
+and head only (the encoder's batch-norm statistics are frozen too).
+
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the network is wrapped in DistributedDataParallel (NCCL on GPUs, gloo
 on CPUs); each rank draws its own samples and rank 0 alone validates and writes.
 """
@@ -16,6 +22,7 @@ import json
 import math
 import os
 import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,10 +78,12 @@ class TrainingConfig:
     init_weights: str | None = None
     precision: str = "fp32"  # or "bf16": autocast (2x faster on CPUs with AVX512-BF16/AMX and on GPUs)
     synthesis: dict = field(default_factory=dict)  # SynthesisSettings overrides
+    patience: int = 0  # early stopping: validations without a better score before stopping (0: never)
+    freeze_encoder: bool = False  # train the decoder and head only (fine-tuning on few cases)
 
     def __post_init__(self):
-        if self.steps < 1 or self.checkpoint_every < 1 or self.validate_every < 1:
-            raise ValueError("steps, checkpoint_every and validate_every must be >= 1")
+        if self.steps < 1 or self.checkpoint_every < 1 or self.validate_every < 1 or self.patience < 0:
+            raise ValueError("steps, checkpoint_every and validate_every must be >= 1, patience >= 0")
         if not self.label_maps:
             raise ValueError("no training label maps given")
         if self.learning_rate <= 0:
@@ -91,6 +100,16 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(temporary, path)
 
 
+ENCODER_PARTS = ("encoders", "downs")  # module names that make up a network's encoder (wong2018, vnet)
+
+
+def encoder_modules(network) -> list:
+    parts = [getattr(network, name) for name in ENCODER_PARTS if hasattr(network, name)]
+    if not parts:
+        raise TrainingError(f"{type(network).__name__} has no encoder part to freeze")
+    return parts
+
+
 def _distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -98,9 +117,12 @@ def _distributed() -> tuple[int, int]:
 
 
 class Trainer:
-    def __init__(self, config: TrainingConfig, on_event: Callable[[dict], None] | None = None):
+    def __init__(self, config: TrainingConfig, on_event: Callable[[dict], None] | None = None,
+                 generator=None, validator: Callable | None = None, stop_event: threading.Event | None = None):
         self.config = config
         self.on_event = on_event or (lambda event: None)
+        self.validator = validator
+        self.stop_event = stop_event
         self.rank, self.world = _distributed()
         torch.manual_seed(config.seed * 1000 + self.rank)  # weight init and dropout; resume() restores it
         self.run_dir = Path(config.run_dir)
@@ -121,18 +143,23 @@ class Trainer:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         self.table = load_label_table()
         settings = SynthesisSettings(**{**config.synthesis, "patch_size": tuple(config.patch_size)})
-        self.generator = SyntheticBrainGenerator(config.label_maps, settings, device=self.device)
+        self.generator = generator or SyntheticBrainGenerator(config.label_maps, settings, device=self.device)
         self.network = build_network(config.architecture, num_classes=self.table.num_classes).to(self.device)
+        self.frozen = encoder_modules(self.network) if config.freeze_encoder else []
+        for part in self.frozen:
+            part.requires_grad_(False)
         self.loss_params = dict(config.loss_params)
         if config.loss in WEIGHTED_LOSSES and "label_weights" not in self.loss_params:
             self.loss_params["label_weights"] = label_weights_from_frequencies(
                 target_frequencies(self.generator.sources, self.table.num_classes)).tolist()
         self.loss = get_loss(config.loss, **self.loss_params).to(self.device)
         optimiser_class = torch.optim.NAdam if config.optimizer == "nadam" else torch.optim.Adam
-        self.optimizer = optimiser_class(self.network.parameters(), lr=config.learning_rate)
+        trainable = [p for p in self.network.parameters() if p.requires_grad]
+        self.optimizer = optimiser_class(trainable, lr=config.learning_rate)
         self.rng = torch.Generator().manual_seed(config.seed * 1000 + self.rank)
         self.step = 0
         self.best_score = -math.inf
+        self.since_best = 0  # validations since the best score (early stopping)
         self.elapsed = 0.0
         self._stop_requested = False
 
@@ -148,6 +175,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "best_score": self.best_score,
+            "since_best": self.since_best,
             "elapsed": self.elapsed,
             "rng": self.rng.get_state(),
             "torch_rng": torch.get_rng_state(),
@@ -170,6 +198,7 @@ class Trainer:
         self.network.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.best_score, self.elapsed = state["step"], state["best_score"], state["elapsed"]
+        self.since_best = state.get("since_best", 0)
         self.rng.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])
 
@@ -182,6 +211,14 @@ class Trainer:
     # -- loop ----------------------------------------------------------------------------------------
     def _request_stop(self, signum, frame) -> None:
         self._stop_requested = True
+
+    def _should_stop(self) -> bool:
+        return self._stop_requested or (self.stop_event is not None and self.stop_event.is_set())
+
+    def _train_mode(self, model) -> None:
+        model.train()
+        for part in self.frozen:  # frozen layers keep their batch-norm running statistics
+            part.eval()
 
     def _model_metadata(self, validation: dict | None) -> dict:
         loss_params = {k: v for k, v in self.loss_params.items() if k != "label_weights"}
@@ -206,20 +243,24 @@ class Trainer:
         model = self.network
         if self.world > 1:
             model = torch.nn.parallel.DistributedDataParallel(model)
-        previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        # Signal handlers can only be installed from the main thread; a run in a worker thread (the Slicer
+        # module, a fine-tune with a cancel button) is stopped through stop_event instead.
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)} \
+            if in_main else {}
         log = open(self.run_dir / LOG_NAME, "a") if self.rank == 0 else None
         status = "finished"
         try:
             while self.step < config.steps:
                 started = time.perf_counter()
-                model.train()
+                self._train_mode(model)
                 images, targets = self.generator.batch(config.batch_size, self.rng)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
                     logits = model(images.to(self.device))
                 loss = self.loss(logits.float(), targets.to(self.device))
                 if not torch.isfinite(loss):
                     status = "diverged"
-                    self.on_event({"event": "error", "step": self.step + 1,
+                    self.on_event({"event": "error", "kind": "diverged", "step": self.step + 1,
                                    "message": f"loss became {loss.item()} at step {self.step + 1}; stopped without "
                                               f"saving, the last checkpoint ({self._checkpoint_path()}) is kept. "
                                               "Lower the learning rate or check the data."})
@@ -233,7 +274,8 @@ class Trainer:
                 self.on_event({"event": "step", **record, "total": config.steps})
                 if self.step % config.validate_every == 0 or self.step == config.steps:
                     if self.rank == 0:
-                        record["validation"] = validate(self.network, self.table, config, self.device)
+                        record["validation"] = self.validator(self.network) if self.validator else \
+                            validate(self.network, self.table, config, self.device)
                         self.on_event({"event": "validation", "step": self.step, **record["validation"]})
                         self._keep_if_best(record["validation"])
                 if log is not None:
@@ -243,11 +285,18 @@ class Trainer:
                         self._plot()
                 if self.step % config.checkpoint_every == 0 or self.step == config.steps:
                     self.save_checkpoint()
-                if self._stop_requested:
+                if self._should_stop():
                     self.save_checkpoint()
                     status = "stopped"
-                    self.on_event({"event": "log", "message": f"stopped at step {self.step}; checkpoint written, "
-                                                              "continue with --resume"})
+                    self.on_event({"event": "log", "kind": "stopped",
+                                   "message": f"stopped at step {self.step}; checkpoint written, continue with --resume"})
+                    break
+                if config.patience and self.since_best >= config.patience:
+                    self.save_checkpoint()
+                    status = "early_stopped"
+                    self.on_event({"event": "log", "kind": "early_stopped",
+                                   "message": f"no better validation score in {self.since_best} validations: "
+                                              f"stopped early at step {self.step}"})
                     break
         finally:
             for sig, handler in previous.items():
@@ -269,8 +318,10 @@ class Trainer:
 
     def _keep_if_best(self, validation: dict) -> None:
         score = validation.get("score", -math.inf)
+        self.since_best += 1
         if score > self.best_score:
             self.best_score = score
+            self.since_best = 0
             save_model(self.network, self.run_dir / BEST_NAME, self._model_metadata(validation), overwrite=True)
         save_model(self.network, self.run_dir / "latest.safetensors", self._model_metadata(validation),
                    overwrite=True)

@@ -11,6 +11,10 @@ concatenation, additive Gaussian noise (std 1) on the input and Dropout(0.5) bef
 full size and concatenated with the level-1 output (180 channels), go through one 1^3 convolution to the
 class logits.
 
+The paper's noise has std 1 on z-scored images (unit variance). Our inputs are percentile-normalised to
+[0, 1] instead, so the noise std is taken in units of each input's own standard deviation: the same
+signal-to-noise ratio as the paper, whatever the normalisation.
+
 The head is computed without materialising the 180-channel full-resolution tensor: a 1^3 convolution is
 linear per voxel and commutes with nearest-neighbour upsampling, so each level's share of the head's
 weights is applied at that level's own resolution and the small class maps are upsampled and summed. The
@@ -86,7 +90,8 @@ class Wong2018Net(nn.Module):
                 "pad or crop the input grid to a multiple of 16."
             )
         if self.training and self.noise_std > 0:
-            x = x + torch.randn_like(x) * self.noise_std
+            scale = x.detach().flatten(1).std(dim=1).view(-1, *[1] * (x.dim() - 1))
+            x = x + torch.randn_like(x) * (self.noise_std * scale)
         skips = []
         for encoder in self.encoders:
             x = encoder(x)
