@@ -23,6 +23,7 @@ class SegLossBrain(ScriptedLoadableModule):
             "brainstem, hippocampus, amygdala, CSF, optic chiasm...) in a 3D brain MRI, in the background. "
             "Results: a segmentation with standard terminology codes, a table of structure volumes in mL and, "
             "optionally, a confidence map with the least confident structures. Cancel leaves the scene unchanged. "
+            "Fine-tune adapts the model to your corrected segmentations (as a new version you can activate). "
             "Research use only, not for clinical decisions.")
         self.parent.acknowledgementText = _(
             "The network and its exponential logarithmic loss follow Wong K.C.L., Moradi M., Tang H., "
@@ -38,9 +39,11 @@ class SegLossBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic = None
         self.panel = None
+        self.finetune_panel = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        from SegLossBrainSlicer.finetune_panel import FinetunePanel
         from SegLossBrainSlicer.panel import SegmentPanel
 
         uiWidget = slicer.util.loadUI(resource_path("UI", "SegLossBrain.ui"))
@@ -49,6 +52,7 @@ class SegLossBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SegLossBrainLogic()
         self.panel = SegmentPanel(self.ui, self.logic)
+        self.finetune_panel = FinetunePanel(self.ui, self.panel)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()
@@ -57,10 +61,13 @@ class SegLossBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
         if self.panel:
             self.panel.cleanup()
+        if self.finetune_panel:
+            self.finetune_panel.cleanup()
 
     def enter(self):
         self.initializeParameterNode()
         self.panel.refresh_models()  # a fine-tune run may have added a model meanwhile
+        self.finetune_panel.refresh_versions()
 
     def exit(self):
         self.panel.set_parameter_node(None)

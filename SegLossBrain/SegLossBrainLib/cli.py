@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_finetune import add_finetune_commands
 
     add_finetune_commands(commands)
+    from .cli_study import add_study_commands
+
+    add_study_commands(commands)
     return parser
 
 

@@ -92,6 +92,13 @@ class SegmentPanel(VTKObservationMixin):
         if self.parameters is not None:
             self._select_model(self.parameters.modelKey)
 
+    def use_model(self, key=None) -> None:
+        """The model store changed (fine-tune, activate, revert, delete): list the models again and select
+        ``key`` when given (else keep the current choice where it still exists)."""
+        if key and self.parameters is not None:
+            self.parameters.modelKey = key
+        self.refresh_models()
+
     def _select_model(self, key) -> None:
         choice = model_choices.find_choice(self._choices, key)
         if choice is not None:

@@ -1,0 +1,166 @@
+"""``seglossbrain study``: the loss comparison of Wong et al. 2018 (docs/LOSS_STUDY.md)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .cli_training import DEFAULT_DATA, _parse_size
+
+DEFAULT_HELD_OUT = "training_seg_19.nii.gz,training_seg_20.nii.gz"
+DEFAULT_REAL = (("real_dev/bert_fs7.2_norm.nii.gz", "real_dev/bert_fs7.2_aseg.nii.gz", "bert"),
+                ("real_dev/vxm_test_T1norm.nii.gz", "real_dev/vxm_test_aseg.nii.gz", "vxm"))
+
+
+def _find(path: str, data: Path) -> str:
+    """``path`` itself, or a file of the same name under ``data`` (a study continued on another machine)."""
+    if Path(path).exists():
+        return path
+    found = sorted(data.rglob(Path(path).name)) if data.is_dir() else []
+    if not found:
+        from .study import StudyError
+
+        raise StudyError(f"{path} not found, nor a file of that name under {data}; pass --data FOLDER")
+    return str(found[0])
+
+
+def _maps(folder: Path, held_out_names: str) -> dict:
+    maps = sorted(str(p) for p in Path(folder).glob("*.nii*"))
+    held_out = set(held_out_names.split(","))
+    return {"label_maps": [m for m in maps if Path(m).name not in held_out],
+            "validation_maps": [m for m in maps if Path(m).name in held_out]}
+
+
+def _data_options(args, data: Path) -> dict:
+    """Training/held-out maps and real pairs from the options given (left out when not given)."""
+    given = {}
+    if args.label_maps is not None or args.validation_maps is not None:
+        given.update(_maps(Path(args.label_maps or data / "synthseg_label_maps"),
+                           args.validation_maps or DEFAULT_HELD_OUT))
+    if args.no_real:
+        given["real_pairs"] = []
+    elif args.real:
+        given["real_pairs"] = [(*pair.split(","), Path(pair.split(",")[0]).name.split(".")[0]) for pair in args.real]
+    return given
+
+
+def _settings(args, device: str):
+    from .study import StudyError, StudySettings, load_manifest, parse_arms
+
+    data = Path(args.data)
+    given = {
+        "steps": args.steps, "patch_size": _parse_size(args.patch_size) if args.patch_size else None,
+        "arms": parse_arms(args.arms) if args.arms else None,
+        "learning_rates": [float(v) for v in args.learning_rates.split(",")] if args.learning_rates else None,
+        "seed": args.seed, "validate_every": args.validate_every, "checkpoint_every": args.checkpoint_every,
+        "precision": args.precision,
+        "validation_size": _parse_size(args.validation_size) if args.validation_size else None,
+        **_data_options(args, data),
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    manifest = load_manifest(args.out)
+    if manifest is None:
+        if args.report_only:
+            raise StudyError(f"--report-only: {args.out} holds no study (no study.json)")
+        if "steps" not in given or "patch_size" not in given:
+            raise StudyError("a new study needs --steps and --patch-size (see docs/LOSS_STUDY.md for the budget)")
+        if "label_maps" not in given:
+            given.update(_maps(data / "synthseg_label_maps", DEFAULT_HELD_OUT))
+        if not given["label_maps"]:
+            raise StudyError(f"no training label maps found (looked in {data / 'synthseg_label_maps'}); pass --label-maps")
+        if "real_pairs" not in given:
+            given["real_pairs"] = [(str(data / i), str(data / a), n) for i, a, n in DEFAULT_REAL
+                                   if (data / i).is_file() and (data / a).is_file()]
+        return StudySettings(**given, device=device), None
+    recorded = dict(manifest["settings"])
+    recorded.update(given, device=device)
+    recorded["label_maps"] = [_find(p, data) for p in recorded["label_maps"]]
+    recorded["validation_maps"] = [_find(p, data) for p in recorded["validation_maps"]]
+    recorded["real_pairs"] = [(_find(i, data), _find(a, data), n) for i, a, n in recorded["real_pairs"]]
+    return StudySettings(**recorded), manifest
+
+
+def run_study_command(args, reporter) -> int:
+    import torch
+
+    from .study import check_settings, load_manifest, run_study
+    from .study_report import report_study
+    from .training import set_threads
+
+    set_threads(args.threads)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    settings, manifest = _settings(args, device)
+    bars = {}
+
+    def on_event(event: dict) -> None:
+        if reporter.json_lines:
+            reporter.emit(**event)
+            return
+        kind, run = event.get("event"), event.get("run", "")
+        if kind == "run_start":
+            from tqdm import tqdm
+
+            bars[run] = tqdm(total=event["steps"], initial=event["from_step"], file=sys.stderr, desc=run, unit="step")
+        elif kind == "step" and run in bars:
+            bars[run].n = event["step"]
+            bars[run].set_postfix(loss=event["loss"])
+            bars[run].refresh()
+        elif kind == "validation":
+            line = f"[{run}] step {event['step']}: held-out synthetic Dice {event['synthetic_mean']:.3f}, " \
+                   f"real Dice {event['real_mean']:.3f}"
+            bars[run].write(line) if run in bars else print(line, file=sys.stderr)
+        elif kind == "run_end" and run in bars:
+            bars.pop(run).close()
+            print(f"[{run}] {event['status']} at step {event['step']}", file=sys.stderr)
+        elif kind == "run_skip":
+            print(f"[{run}] skipped: {event['reason']}", file=sys.stderr)
+        elif kind == "vnet_choice":
+            print(f"V-Net arm uses the loss of {event['arm']} (held-out synthetic Dice by arm: "
+                  f"{json.dumps({k: round(v, 4) for k, v in (event['scores'] or {}).items()})})", file=sys.stderr)
+        elif kind == "evaluate":
+            print(f"[{run}] evaluating best weights", file=sys.stderr)
+        elif "message" in event:
+            print(f"[{run}] {event['message']}", file=sys.stderr)
+
+    if args.report_only:
+        check_settings(args.out, manifest, settings)
+    else:
+        result = run_study(args.out, settings, on_event)
+        for bar in bars.values():
+            bar.close()
+        if result["status"] == "stopped":
+            print(f"study stopped; run the same command again to continue ({Path(args.out) / 'study.json'})")
+            return 0
+    report = report_study(args.out, settings, load_manifest(args.out), on_event)
+    for line in report["note"]:
+        print(line)
+    for path in report["files"]:
+        print(f"written {path}")
+    return 0
+
+
+def add_study_commands(commands) -> None:
+    study = commands.add_parser("study", help="compare the losses of Wong et al. 2018 on synthetic brains "
+                                              "(resumable; docs/LOSS_STUDY.md)")
+    study.add_argument("--out", required=True, help="study folder: study.json, one sub-folder per run, the report")
+    study.add_argument("--steps", type=int, help="training steps per run (required for a new study)")
+    study.add_argument("--patch-size", help="N or DxHxW, multiples of 16 (required for a new study)")
+    study.add_argument("--arms", help="comma-separated, from dice, logdice, wce, gdl, explog, explog_g1, explog_g2, "
+                                      "vnet (default: all)")
+    study.add_argument("--learning-rates", help="comma-separated, e.g. 1e-3,1e-4 (default 1e-3)")
+    study.add_argument("--validate-every", type=int, help="steps between validations (default 500)")
+    study.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 100)")
+    study.add_argument("--validation-size", help="held-out synthetic grid, N or DxHxW (default 112x144x112)")
+    study.add_argument("--seed", type=int, help="default 0")
+    study.add_argument("--precision", choices=["fp32", "bf16"], help="default fp32")
+    study.add_argument("--data", default=str(DEFAULT_DATA), help="data folder (label maps, real_dev); files of a "
+                                                                 "continued study are looked up here by name if moved")
+    study.add_argument("--label-maps", help="folder of label maps (default DATA/synthseg_label_maps)")
+    study.add_argument("--validation-maps", help=f"held-out file names (default {DEFAULT_HELD_OUT})")
+    study.add_argument("--real", action="append", metavar="IMAGE,ASEG", help="real scan with aseg (repeatable; "
+                                                                             "default: bert and vxm of DATA/real_dev)")
+    study.add_argument("--no-real", action="store_true", help="no real scans")
+    study.add_argument("--device", default="auto")
+    study.add_argument("--threads", type=int, default=None)
+    study.add_argument("--report-only", action="store_true", help="evaluate and write the report; train nothing")
+    study.set_defaults(handler=run_study_command)
