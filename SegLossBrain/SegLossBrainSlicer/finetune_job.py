@@ -171,6 +171,7 @@ class FinetuneJob:
             self._cleanup()
             raise
         self.notes = [note for pair in files for note in pair.notes]
+        self.pairs = []  # the files hold the data now: do not keep scene nodes alive through this job
         argv = self.command_prefix + finetune_arguments([(p.image, p.labels) for p in files], self.options)
         self._child = _PatientChild(argv, env=self.env, grace=self.grace)
         FinetuneJob._active = self
