@@ -146,8 +146,13 @@ def add_finetune_commands(commands) -> None:
     manage.add_argument("--progress-json", action="store_true", default=argparse.SUPPRESS,
                         help="results as JSON lines on stdout")
     actions = manage.add_subparsers(dest="models_command", required=True)
-    actions.add_parser("list", help="shipped and user versions; * marks the active one")
-    actions.add_parser("activate", help="use this version when no model is named").add_argument("name")
-    actions.add_parser("revert", help="use the shipped default model again")
-    actions.add_parser("delete", help="delete a user version (not shipped ones, not the active one)").add_argument("name")
+    listing = actions.add_parser("list", help="shipped and user versions; * marks the active one")
+    activate = actions.add_parser("activate", help="use this version when no model is named")
+    activate.add_argument("name")
+    revert = actions.add_parser("revert", help="use the shipped default model again")
+    delete = actions.add_parser("delete", help="delete a user version (not shipped ones, not the active one)")
+    delete.add_argument("name")
+    for action in (listing, activate, revert, delete):  # `models list --progress-json` works as well
+        action.add_argument("--progress-json", action="store_true", default=argparse.SUPPRESS,
+                            help="results as JSON lines on stdout")
     manage.set_defaults(handler=run_models)
