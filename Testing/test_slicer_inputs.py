@@ -95,7 +95,8 @@ def test_missing_and_tampered_model_files_are_refused(tmp_path):
         check_model_file(model, good)
 
 
-def fake_models_module(monkeypatch, entries=None, error=None):
+def fake_models_module(monkeypatch, entries=None, error=None, active=None):
+    """``active``: what ``default_model_path`` returns (a path), raises (an exception), or None: not defined."""
     module = types.ModuleType("SegLossBrainLib.models")
 
     class NoModelError(RuntimeError):
@@ -106,7 +107,14 @@ def fake_models_module(monkeypatch, entries=None, error=None):
             raise NoModelError(error)
         return entries
 
+    def default_model_path():
+        if isinstance(active, Exception):
+            raise active
+        return Path(active)
+
     module.NoModelError, module.list_models = NoModelError, list_models
+    if active is not None:
+        module.default_model_path = default_model_path
     monkeypatch.setitem(sys.modules, "SegLossBrainLib.models", module)
 
 
@@ -130,6 +138,34 @@ def test_model_list_offers_shipped_and_user_versions(monkeypatch):
     assert choices[0].sha256 == "ab" and choices[1].key == "user:wong2018-explog"
     assert model_choices.find_choice(choices, "user:wong2018-explog") is choices[1]
     assert model_choices.find_choice(choices, "user:deleted") is choices[0]
+
+
+def two_versions(tmp_path):
+    entry = types.SimpleNamespace
+    shipped, user = tmp_path / "shipped.safetensors", tmp_path / "store" / "v2.safetensors"
+    return [entry(name="wong2018-explog", path=shipped, source="shipped", metadata={}),
+            entry(name="site-a-v2", path=user, source="user", metadata={"version": "v2"})]
+
+
+def test_without_a_stored_choice_the_active_version_is_selected(monkeypatch, tmp_path):
+    entries = two_versions(tmp_path)
+    # the active pointer names the user version (given with a path that resolves to the same file)
+    fake_models_module(monkeypatch, entries=entries, active=tmp_path / "store" / ".." / "store" / "v2.safetensors")
+    choices, _message = model_choices.available_models()
+    assert model_choices.find_choice(choices, None) is choices[1]
+    assert model_choices.find_choice(choices, "user:deleted") is choices[1]
+    assert model_choices.find_choice(choices, "shipped:wong2018-explog") is choices[0]  # a stored choice wins
+    assert model_choices.active_choice(choices) is choices[1]
+    assert model_choices.find_choice([], None) is None
+
+
+def test_an_unresolvable_active_version_falls_back_to_the_first(monkeypatch, tmp_path):
+    entries = two_versions(tmp_path)
+    fake_models_module(monkeypatch, entries=entries, active=ValueError("active.json is unreadable"))
+    choices, _message = model_choices.available_models()
+    assert model_choices.find_choice(choices, "user:deleted") is choices[0]
+    fake_models_module(monkeypatch, entries=entries, active=tmp_path / "elsewhere.safetensors")  # not listed
+    assert model_choices.find_choice(choices, None) is choices[0]
 
 
 def test_missing_packages_are_listed_torch_first():

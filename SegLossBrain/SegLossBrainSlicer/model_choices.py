@@ -6,6 +6,7 @@ engine's dependencies are installed; any failure becomes one sentence for the se
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from .i18n import _
 
@@ -52,9 +53,31 @@ def available_models() -> tuple[list[ModelChoice], str | None]:
     return choices, None
 
 
+def active_choice(choices: list[ModelChoice]) -> ModelChoice | None:
+    """The choice the engine uses when no model is named (``models.default_model_path()``: the user store's
+    active version, else the shipped default), or None when that cannot be told (engine not installed yet,
+    broken active pointer, no model) or is not among ``choices``."""
+    try:
+        from SegLossBrainLib.models import default_model_path
+
+        active = Path(default_model_path()).resolve()
+    except Exception:  # ImportError before set-up, ModelError for a broken pointer: no preference then
+        return None
+    for choice in choices:
+        try:
+            if Path(choice.path).resolve() == active:
+                return choice
+        except (OSError, RuntimeError):
+            continue
+    return None
+
+
 def find_choice(choices: list[ModelChoice], key: str | None) -> ModelChoice | None:
-    """The stored choice if still available, else the first (shipped models are listed first by the engine)."""
+    """The stored choice if still available, else the active model version (what the engine uses by
+    default), else the first (shipped models are listed first by the engine)."""
     for choice in choices:
         if choice.key == key:
             return choice
-    return choices[0] if choices else None
+    if not choices:
+        return None
+    return active_choice(choices) or choices[0]
