@@ -98,3 +98,30 @@ def test_info_lists_the_label_table(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "19 optic chiasm" in out and "FreeSurfer 2 41" in out
+
+
+def test_seg_nrrd_opens_in_slicer_as_named_coded_segments(tmp_path, input_file, random_model_file):
+    slicer = pytest.importorskip("slicer")
+    from SegLossBrainLib.labels import load_label_table
+
+    out = tmp_path / "labels.seg.nrrd"
+    assert main(["segment", str(input_file), str(out), "--model", str(random_model_file), "--device", "cpu"]) == 0
+    scene = slicer.vtkMRMLScene()
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(out))
+    assert storage.ReadData(node) == 1
+    segmentation = node.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == 19
+    table = load_label_table()
+    putamen = segmentation.GetSegment("structure_09")
+    assert putamen.GetName() == "putamen"
+    assert np.allclose(np.array(putamen.GetColor()) * 255, table.structures[9].color, atol=0.01)
+    import vtk
+
+    terminology = vtk.reference("")  # GetTag fills a std::string& out-argument
+    assert putamen.GetTag(putamen.GetTerminologyEntryTagName(), terminology)
+    assert "SCT^89278009^Putamen" in str(terminology)
+    assert putamen.GetLabelValue() == 9
+    labels = sitk.ReadImage(str(out))  # still a plain labelmap for every other tool
+    assert labels.GetSize() == sitk.ReadImage(str(input_file)).GetSize()

@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     segment = commands.add_parser("segment", help="segment a brain MR volume")
     segment.add_argument("input", help="volume file (.nii/.nii.gz/.nrrd/.mha/.mgz) or DICOM series folder")
-    segment.add_argument("output", help="labelmap to write (.nii.gz, .nii, .nrrd, .mha), on the input's grid")
+    segment.add_argument("output", help="labelmap to write (.nii.gz, .nii, .nrrd, .mha, .seg.nrrd), on the input's grid")
     add_model_options(segment)
     segment.add_argument("--probabilities", help="also write class probabilities (20-channel, network grid)")
     segment.add_argument("--confidence", help="also write the per-voxel max probability (input grid)")

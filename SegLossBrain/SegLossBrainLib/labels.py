@@ -47,6 +47,13 @@ class Structure:
     freesurfer_labels: tuple[int, ...]
     terminology: dict  # part name -> CodedEntry
 
+    def terminology_string(self) -> str:
+        """The codes in Slicer's terminology-entry serialisation, as a Slicer >= 5.8 colour table gives it for
+        the same CSV row: context~category~type~type modifier~anatomic context~region~region modifier~."""
+        parts = [self.terminology[name].slicer_string() for name in ("Category", "Type", "TypeModifier")]
+        regions = [self.terminology[name].slicer_string() for name in ("Region", "RegionModifier")]
+        return "~" + "~".join(parts) + "~~" + "~".join(regions) + "~"
+
 
 @dataclass(frozen=True)
 class LabelTable:

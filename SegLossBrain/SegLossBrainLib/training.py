@@ -197,6 +197,8 @@ class Trainer:
                                 f"this installation has {self.table.version}")
         self.network.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # a resumed run may lower the learning rate (--lr)
+            group["lr"] = self.config.learning_rate
         self.step, self.best_score, self.elapsed = state["step"], state["best_score"], state["elapsed"]
         self.since_best = state.get("since_best", 0)
         self.rng.set_state(state["rng"])

@@ -136,6 +136,10 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
     suffix = _suffix(path)
     if suffix not in (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha"):
         raise InputError(f"{path}: unsupported output format {suffix!r}; use .nii.gz, .nii, .nrrd, .seg.nrrd or .mha")
+    if suffix == ".seg.nrrd":
+        from .segnrrd import with_segment_metadata
+
+        image = with_segment_metadata(image)
     handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
     os.close(handle)
     try:

@@ -23,11 +23,8 @@ def label_table():
 
 
 def terminology_string(structure) -> str:
-    """The structure's codes in Slicer's terminology-entry serialisation (the form a Slicer >= 5.8 colour table
-    gives for the same CSV row): context~category~type~type modifier~anatomic context~region~region modifier~."""
-    parts = [structure.terminology[name].slicer_string() for name in ("Category", "Type", "TypeModifier")]
-    regions = [structure.terminology[name].slicer_string() for name in ("Region", "RegionModifier")]
-    return "~" + "~".join(parts) + "~~" + "~".join(regions) + "~"
+    """Slicer's terminology-entry serialisation of a structure (defined once, in the engine's label table)."""
+    return structure.terminology_string()
 
 
 def segment_id(structure) -> str:
