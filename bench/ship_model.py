@@ -46,6 +46,8 @@ def evaluate_dev(model_path: Path) -> dict:
 def card(meta: dict, dev: dict, name: str, hardware: str, curves: str | None) -> str:
     loss = meta.get("loss", {})
     lines = [f"# Model card: {name}", "",
+             f"- **Status**: {meta.get('status', 'released')}"
+             + (f" — {meta['status_note']}" if meta.get("status_note") else ""),
              f"- **Architecture**: {meta.get('architecture')} (Wong et al., MICCAI 2018), "
              f"{meta.get('num_classes')} classes, label table {meta.get('label_table_version')}",
              f"- **Loss**: {loss.get('name')} {json.dumps(loss.get('params', {}))}; label weights "
@@ -78,12 +80,15 @@ def main() -> None:
     parser.add_argument("weights", type=Path)
     parser.add_argument("--name", default="wong2018-explog")
     parser.add_argument("--hardware", default=f"{platform.processor() or platform.machine()}, 2 CPU cores")
+    parser.add_argument("--status", default="preliminary", choices=["preliminary", "released"],
+                        help="preliminary: below the quality target; segment prints a note with every result")
     args = parser.parse_args()
     from SegLossBrainLib.models import load_model, metadata_path, read_metadata
 
     load_model(args.weights)  # refuses anything corrupted or mismatched before it is shipped
     meta = read_metadata(args.weights)
     meta["hardware"] = args.hardware
+    meta["status"] = args.status
     target = ROOT / "Resources" / "Models" / f"{args.name}.safetensors"
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(".tmp-" + target.name)
@@ -96,6 +101,13 @@ def main() -> None:
         shutil.copyfile(curves_source, ROOT / "docs" / "images" / f"{args.name}_curves.png")
         curves = f"../../docs/images/{args.name}_curves.png"
     dev = evaluate_dev(target)
+    if dev:
+        means = ", ".join(f"{case} {result['mean17']:.2f}" for case, result in dev.items())
+        meta["dev_dice_mean17"] = {case: round(result["mean17"], 4) for case, result in dev.items()}
+        if args.status == "preliminary":
+            meta["status_note"] = (f"mean Dice over 17 structures on the real dev scans: {means} (target 0.80); "
+                                   "review every result")
+        metadata_path(target).write_text(json.dumps(meta, indent=2))  # sha256 unchanged: weights untouched
     (target.parent / f"{args.name}.md").write_text(card(meta, dev, args.name, args.hardware, curves))
     for case, result in dev.items():
         print(f"{case}: mean Dice (17) {result['mean17']:.3f}, lowest {result['min17']:.3f}")

@@ -80,6 +80,9 @@ def run_segment(args, reporter: Reporter) -> int:
                      return_probabilities=bool(args.probabilities), with_confidence=bool(args.confidence),
                      progress=reporter.progress)
     reporter.close()
+    status = result.model_metadata.get("status")
+    if status and status != "released":
+        reporter.log(f"note: this model is {status}: {result.model_metadata.get('status_note', '')}".rstrip(": "))
     written: list[Path] = []
     try:
         _write_outputs(args, result, written)
