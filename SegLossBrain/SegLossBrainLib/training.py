@@ -223,7 +223,10 @@ class Trainer:
             part.eval()
 
     def _model_metadata(self, validation: dict | None) -> dict:
-        loss_params = {k: v for k, v in self.loss_params.items() if k != "label_weights"}
+        from .losses import loss_parameters
+
+        effective = {**loss_parameters(self.config.loss), **self.loss_params}  # defaults recorded explicitly
+        loss_params = {k: v for k, v in effective.items() if k not in ("label_weights", "label_frequencies")}
         return {
             "loss": {"name": self.config.loss, "params": loss_params,
                      "label_weights": self.loss_params.get("label_weights")},
