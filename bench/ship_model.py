@@ -58,7 +58,14 @@ def card(meta: dict, dev: dict, name: str, hardware: str, curves: str | None) ->
              f"- **Training data**: synthetic images drawn at every step from {len(meta.get('training_data', []))} "
              "real whole-head label maps (SynthSeg training maps 01-18); maps 19 and 20 held out for validation",
              f"- **Generator settings**: defaults of `SynthesisSettings` {json.dumps(meta.get('synthesis', {}))}",
-             f"- **Weights**: float16 safetensors, sha256 `{meta.get('sha256')}`", ""]
+             f"- **Weights**: float16 safetensors, sha256 `{meta.get('sha256')}`"]
+    recalibration = meta.get("batchnorm_recalibration")
+    if recalibration:
+        lines.append(f"- **BatchNorm statistics**: recalibrated after training on {recalibration['samples']} fresh "
+                     f"synthetic {tuple(recalibration['patch_size'])} samples from the training maps (held-out "
+                     f"synthetic Dice {recalibration['held_out_dice_before']:.3f} -> "
+                     f"{recalibration['held_out_dice_after']:.3f}; kept because of that, dev scans not consulted)")
+    lines.append("")
     if curves:
         lines += [f"![training curves]({curves})", ""]
     lines += ["## Dice on the real dev scans (FreeSurfer aseg as reference)", "",
