@@ -83,3 +83,14 @@ def test_table_loads_in_slicer_as_a_colour_table_with_terminology():
         node.GetColor(structure.index, rgba)
         assert np.allclose(np.array(rgba[:3]) * 255, structure.color, atol=0.5)
     assert "SCT^89278009^Putamen" in node.GetTerminologyAsString(9)
+
+
+def test_real_aseg_extras_map_to_background_and_mixtures_are_refused():
+    table = load_label_table()
+    # Vessel (30/62), 5th ventricle (72) and non-WM hypointensities (80) are aseg values outside the table.
+    labels, convention = table.to_index_labels(np.array([0, 2, 30, 62, 72, 80, 41, 17]))
+    assert convention == "freesurfer" and labels.tolist() == [0, 1, 0, 0, 0, 0, 1, 14]
+    with pytest.raises(LabelError, match="mixes conventions: values 1, 19"):
+        table.to_index_labels(np.array([0, 1, 19, 41]))
+    with pytest.raises(LabelError, match="1000"):
+        table.to_index_labels(np.array([0, 41, 1000]))

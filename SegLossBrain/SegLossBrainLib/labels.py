@@ -18,6 +18,7 @@ from .resources import label_table_path
 
 TERMINOLOGY_PARTS = ("Category", "Type", "TypeModifier", "Region", "RegionModifier")
 CSF_INDEX = 16
+FREESURFER_ASEG_MAX = 255  # FreeSurferColorLUT's aseg range; 1000+ are cortical parcellations
 OPTIC_CHIASM_INDEX = 19
 
 
@@ -109,13 +110,25 @@ class LabelTable:
     def to_index_labels(self, labels: np.ndarray) -> tuple[np.ndarray, str]:
         """Detect the convention of a label map and return (indices 0..19 as uint8, convention).
 
-        Values all within 0..19 are taken as this table's order ("index"); otherwise all values must be
-        FreeSurfer aseg values this table knows ("freesurfer"). Anything else is listed in a LabelError.
+        Values all within 0..19 are taken as this table's order ("index"); otherwise the map is read as
+        FreeSurfer aseg ("freesurfer"): values the table merges become their structure, other aseg values
+        (0..255 in FreeSurferColorLUT: vessels, 5th ventricle, hypointensities, ...) become background, as in
+        ``map_freesurfer``. Values outside both (negative, or above 255 such as aparc cortical parcels) are
+        listed in a LabelError.
         """
         values = set(int(v) for v in np.unique(labels))
         if values <= set(range(self.num_classes)):
             return np.asarray(labels).astype(np.uint8), "index"
-        unknown = sorted(values - self.freesurfer_values() - {0})
+        unknown = sorted(v for v in values if not 0 <= v <= FREESURFER_ASEG_MAX)
+        # 1, 6, 9 and 19 are structure indices here but aseg values no segmentation tool writes in practice
+        # (cerebral/cerebellar exterior, an unused thalamus code, insula): beside aseg values they betray
+        # a map that mixes both conventions.
+        index_only = sorted(v for v in values if 0 < v < self.num_classes and v not in self.freesurfer_values())
+        if index_only and not unknown:
+            raise LabelError(
+                f"the label map mixes conventions: values {', '.join(map(str, index_only))} belong to the "
+                f"19-structure order, values above {self.num_classes - 1} to FreeSurfer aseg; use one convention"
+            )
         if unknown:
             shown = ", ".join(str(v) for v in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
             raise LabelError(
