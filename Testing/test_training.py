@@ -128,3 +128,13 @@ def test_two_process_data_parallel_on_cpu(tmp_path, label_maps):
     state = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
     assert state["step"] == 3
     assert not any(k.startswith("module.") for k in state["model"])  # saved unwrapped
+
+
+def test_frozen_batchnorm_keeps_running_statistics(tmp_path, label_maps):
+    trainer = Trainer(config(label_maps, tmp_path, steps=2, validate_every=100, freeze_batchnorm=True))
+    before = {k: v.clone() for k, v in trainer.network.state_dict().items() if "running" in k}
+    weights_before = trainer.network.encoders[0].main[0].weight.clone()
+    trainer.run()
+    after = trainer.network.state_dict()
+    assert all(torch.equal(value, after[name]) for name, value in before.items())
+    assert not torch.equal(weights_before, trainer.network.encoders[0].main[0].weight)  # weights still train

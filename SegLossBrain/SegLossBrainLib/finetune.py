@@ -66,6 +66,7 @@ class FinetuneConfig:
     validate_every: int = 20
     patience: int = 5  # validations without improvement before stopping (0: never stop early)
     freeze_encoder: bool = False
+    freeze_batchnorm: bool = True  # keep the base model's BatchNorm statistics (see BENCHMARKS / model card)
     augment: bool = True
     resample_labels: bool = False  # labels on another grid than their image: nearest neighbour onto it
     seed: int = 0
@@ -232,7 +233,8 @@ def _run(config, params, base_path, base_meta, base, training, validation, mode,
         loss=config.loss, loss_params=params, learning_rate=config.learning_rate, batch_size=config.batch_size,
         patch_size=tuple(int(s) for s in config.patch_size), steps=config.steps, checkpoint_every=config.steps,
         validate_every=config.validate_every, seed=config.seed, device=str(device), precision=config.precision,
-        patience=0 if single else config.patience, freeze_encoder=config.freeze_encoder)
+        patience=0 if single else config.patience, freeze_encoder=config.freeze_encoder,
+        freeze_batchnorm=config.freeze_batchnorm)
     started = time.perf_counter()
     clock = {"loop": started}  # reset when the loop starts: the ETA covers steps and validations only
 

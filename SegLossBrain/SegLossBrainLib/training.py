@@ -80,6 +80,8 @@ class TrainingConfig:
     synthesis: dict = field(default_factory=dict)  # SynthesisSettings overrides
     patience: int = 0  # early stopping: validations without a better score before stopping (0: never)
     freeze_encoder: bool = False  # train the decoder and head only (fine-tuning on few cases)
+    freeze_batchnorm: bool = False  # keep BatchNorm running statistics (fine-tuning: a few cases must not
+    # overwrite statistics estimated on thousands of images)
 
     def __post_init__(self):
         if self.steps < 1 or self.checkpoint_every < 1 or self.validate_every < 1 or self.patience < 0:
@@ -221,6 +223,10 @@ class Trainer:
         model.train()
         for part in self.frozen:  # frozen layers keep their batch-norm running statistics
             part.eval()
+        if self.config.freeze_batchnorm:
+            for module in model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
 
     def _model_metadata(self, validation: dict | None) -> dict:
         from .losses import loss_parameters
