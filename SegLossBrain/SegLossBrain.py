@@ -7,7 +7,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from SegLossBrainSlicer.i18n import _
+from SegLossBrainSlicer.i18n import _, translate
 from SegLossBrainSlicer.paths import resource_path
 
 
@@ -15,7 +15,8 @@ class SegLossBrain(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("SegLossBrain")
-        self.parent.categories = [_("Segmentation")]
+        # Slicer's own context: once translated, this is Slicer's Segmentation folder, not a second one.
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
         self.parent.contributors = ["SegLossBrain contributors"]
         self.parent.helpText = _(
@@ -31,6 +32,12 @@ class SegLossBrain(ScriptedLoadableModule):
             "Sizes', MICCAI 2018. The generalised Dice loss follows Sudre C.H., Li W., Vercauteren T., Ourselin S., "
             "Cardoso M.J., 'Generalised Dice overlap as a deep learning loss function for highly unbalanced "
             "segmentations', DLMIA 2017.")
+        try:  # Slicer looks for the icon beside this file; from a source checkout it is in ../Resources
+            import qt
+
+            self.parent.icon = qt.QIcon(resource_path("Icons", "SegLossBrain.png"))
+        except (ImportError, AttributeError, FileNotFoundError):
+            pass  # no Qt (headless tests) or no resources: Slicer's default icon
 
 
 class SegLossBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -74,6 +81,7 @@ class SegLossBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event):
         self.panel.on_scene_closing()
+        self.finetune_panel.on_scene_closing()
         self.panel.set_parameter_node(None)
 
     def onSceneEndClose(self, caller, event):

@@ -176,6 +176,9 @@ def test_start_shows_live_plot_and_dice_then_lists_the_new_version(panel):
     assert plot.loss_table.GetNumberOfRows() == 4 and plot.dice_table.GetNumberOfRows() == 3
     assert ui.fineTuneShowPlotButton.enabled and len(ui.fineTuneVersionsList.items) == 2
     assert None in panel.segment.models  # the Segment model list was refreshed
+    panel.panel.on_scene_closing()  # the chart and Dice table go with the scene; the view must not keep them
+    assert ui.fineTuneDiceTableView.table is None and not ui.fineTuneShowPlotButton.enabled
+    assert panel.panel.plot is None and panel.panel.dice_node is None
 
 
 def test_stop_keeps_the_last_validated_version(panel):

@@ -265,3 +265,12 @@ def test_leaving_the_module_while_running_still_delivers_the_results(env):
     run_until_idle(env)
     assert env.errors == []
     assert parameters.outputSegmentation.GetSegmentation().GetNumberOfSegments() == 19
+
+
+def test_closing_the_scene_clears_the_results(env):
+    env.ui.applyButton.clicked.emit()
+    run_until_idle(env)
+    assert env.ui.volumesTableView.table is not None and env.ui.lowConfidenceList.items
+    env.panel.on_scene_closing()  # what the widget does on StartCloseEvent
+    assert env.ui.volumesTableView.table is None and env.ui.lowConfidenceList.items == []
+    assert not env.ui.show3DButton.enabled

@@ -1,5 +1,8 @@
 """The background run end to end, with a small stand-in for the engine's CLI (no torch, ~0.2 s a run):
 progress events, results in the scene, cancel, crash, GPU out-of-memory fallback, input removed meanwhile."""
+import contextlib
+import os
+import signal
 import sys
 import textwrap
 import time
@@ -275,3 +278,43 @@ def test_tampered_model_is_refused_before_running(tmp_path):
         SegmentRun(scene, volume, SegmentOptions(str(model), "cpu"), model_sha256="0" * 64)
     with pytest.raises(InputProblem, match="is missing"):
         SegmentRun(scene, volume, SegmentOptions(str(tmp_path / "gone.safetensors"), "cpu"))
+
+
+# Inside Slicer the child is PythonSlicer: a launcher that starts python-real as its own child (sharing our pipes)
+# and dies at once on SIGTERM, while the engine may ignore SIGTERM for a while (fine-tune: finish the step, save).
+FAKE_LAUNCHER = textwrap.dedent('''
+    import subprocess, sys
+    engine = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+              "time.sleep(60)")
+    sys.exit(subprocess.Popen([sys.executable, "-c", engine]).wait())
+''')
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
+@pytest.mark.parametrize("stop", ["force", "grace"])
+def test_a_launched_engine_is_still_stopped_after_its_launcher_died(tmp_path, monkeypatch, stop):
+    from SegLossBrainSlicer import process_runner
+
+    monkeypatch.setattr(process_runner, "CANCEL_GRACE_SECONDS", 0.3)
+    script = tmp_path / "launcher.py"
+    script.write_text(FAKE_LAUNCHER)
+    child = process_runner.ChildProcess([sys.executable, str(script)])
+    child.start()
+    try:
+        deadline = time.monotonic() + 10
+        while ("stdout", "ready") not in child.poll():
+            assert time.monotonic() < deadline, "the stand-in engine did not start"
+            time.sleep(0.02)
+        child.cancel()  # SIGTERM: the launcher dies, the engine carries on
+        while child._process.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        child.poll()
+        assert child.running and not child.finished  # the engine still holds the pipes
+        if stop == "force":
+            child.cancel(force=True)  # "Stop now", or the module closing (abandon)
+        child.wait(timeout=5)  # "grace": poll() kills it once the grace period is over
+        assert child.finished and not child.running
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child._process.pid, signal.SIGKILL)  # never leave the stand-in engine behind

@@ -77,6 +77,17 @@ def test_ui_bindings_match_parameter_node_fields_and_widget_kinds():
     assert "vtkMRMLSegmentationNode" in node_types["outputSegmentationSelector"]
 
 
+def test_scene_goes_to_node_selectors_but_not_to_table_views():
+    """qMRMLTableView: 'If scene is set then MRMLTableViewNode has to be set, too' -- with a scene and no view node
+    it shows nothing after every batch operation (scene or DICOM load). The panels set its table node directly."""
+    widgets, _ = ui_widgets()
+    scene_slots = ("mrmlSceneChanged(vtkMRMLScene*)", "setMRMLScene(vtkMRMLScene*)")
+    receivers = {c.findtext("receiver") for c in ElementTree.parse(UI_FILE).iter("connection")
+                 if (c.findtext("signal"), c.findtext("slot")) == scene_slots}
+    assert receivers == {name for name, cls in widgets.items() if cls == "qMRMLNodeComboBox"}
+    assert {"volumesTableView", "fineTuneDiceTableView"} <= {n for n, c in widgets.items() if c == "qMRMLTableView"}
+
+
 def module_level_imports(path):
     """Names imported when the file is imported: top-level statements, including inside top-level try/if."""
     names = []
@@ -98,8 +109,8 @@ def test_no_torch_or_engine_import_at_module_import(path):
     assert heavy == []
 
 
-def test_module_file_imports_without_torch_and_describes_itself(monkeypatch):
-    slicer = pytest.importorskip("slicer")
+def import_module_file(monkeypatch):
+    """SegLossBrain.py imported freshly, with a stand-in for Slicer's ScriptedLoadableModule."""
     stub = types.ModuleType("slicer.ScriptedLoadableModule")
     for name in ("ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleTest"):
         setattr(stub, name, type(name, (), {"__init__": lambda self, *args: None}))
@@ -112,9 +123,17 @@ def test_module_file_imports_without_torch_and_describes_itself(monkeypatch):
     monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", stub)
     monkeypatch.setitem(sys.modules, "torch", None)  # any `import torch` now raises ImportError
     monkeypatch.syspath_prepend(str(MODULE_DIR))
-    monkeypatch.delitem(sys.modules, "SegLossBrain", raising=False)
+    for name in ("SegLossBrain", "SegLossBrainSlicer.i18n"):  # imported afresh; the originals come back after
+        monkeypatch.setitem(sys.modules, name, None)
+        del sys.modules[name]
     import SegLossBrain
 
+    return SegLossBrain
+
+
+def test_module_file_imports_without_torch_and_describes_itself(monkeypatch):
+    slicer = pytest.importorskip("slicer")
+    SegLossBrain = import_module_file(monkeypatch)
     parent = types.SimpleNamespace()
     SegLossBrain.SegLossBrain(parent)
     assert parent.categories == ["Segmentation"]
@@ -126,6 +145,27 @@ def test_module_file_imports_without_torch_and_describes_itself(monkeypatch):
         assert hasattr(SegLossBrain, name)
     assert issubclass(SegLossBrain.SegLossBrainWidget, slicer.util.VTKObservationMixin)
     assert "torch" not in sys.modules or sys.modules["torch"] is None
+
+
+def test_in_slicer_the_category_is_slicers_and_the_icon_is_found_from_a_checkout(monkeypatch):
+    """Slicer translates its category names in the qSlicerAbstractCoreModule context: a category translated in the
+    module's own context would become a second, untranslated 'Segmentation' folder. Slicer looks for the icon in
+    Resources/ beside SegLossBrain.py, which a source checkout (Additional module paths) does not have."""
+    pytest.importorskip("slicer")
+    calls, icons = [], []
+    i18n = types.ModuleType("slicer.i18n")
+    i18n.tr = lambda text: calls.append(("tr", text)) or text
+    i18n.translate = lambda context, text: calls.append((context, text)) or f"[{text}]"
+    qt = types.ModuleType("qt")
+    qt.QIcon = lambda path: icons.append(path) or path
+    monkeypatch.setitem(sys.modules, "slicer.i18n", i18n)
+    monkeypatch.setitem(sys.modules, "qt", qt)
+    SegLossBrain = import_module_file(monkeypatch)
+    parent = types.SimpleNamespace()
+    SegLossBrain.SegLossBrain(parent)
+    assert parent.categories == ["[Segmentation]"] and ("qSlicerAbstractCoreModule", "Segmentation") in calls
+    assert ("tr", "Segmentation") not in calls and ("tr", "SegLossBrain") in calls
+    assert parent.icon == icons[0] and Path(icons[0]) == ROOT / "Resources" / "Icons" / "SegLossBrain.png"
 
 
 def test_file_sizes_keep_one_job_per_file():

@@ -331,6 +331,12 @@ class FinetunePanel:
             self._run_versions_call("delete", version.name)
 
     # -- life cycle ---------------------------------------------------------------------------------------
+    def on_scene_closing(self) -> None:
+        """The chart and the Dice table leave with the scene (a running fine-tune goes on: it reads its files)."""
+        self.plot, self.dice_node = None, None
+        self.ui.fineTuneDiceTableView.setMRMLTableNode(None)
+        self.ui.fineTuneShowPlotButton.enabled = False
+
     def cleanup(self) -> None:
         """Module reloaded or Slicer closing: never leave a child process behind."""
         self._timer.stop()

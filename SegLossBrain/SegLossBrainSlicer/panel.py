@@ -246,6 +246,11 @@ class SegmentPanel(VTKObservationMixin):
 
     def on_scene_closing(self) -> None:
         self.cancel(_("The scene was closed: segmentation cancelled, nothing was added."))
+        # The table view is given no scene (with a scene but no table view node, a qMRMLTableView empties itself
+        # after every batch operation, e.g. loading a scene or a DICOM study), so nothing else clears it.
+        self.ui.volumesTableView.setMRMLTableNode(None)
+        self.ui.lowConfidenceList.clear()
+        self.ui.show3DButton.enabled = False
 
     def cleanup(self) -> None:
         """Module reloaded or Slicer closing: never leave a child process behind."""

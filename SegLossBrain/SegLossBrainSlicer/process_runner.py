@@ -3,6 +3,10 @@
 Two daemon threads copy stdout and stderr lines into a queue; :meth:`ChildProcess.poll` drains it. In Slicer
 a ``qt.QTimer`` calls ``poll`` a few times a second (see ``panel.py``); tests call it in a loop. Plain
 ``subprocess`` instead of ``qt.QProcess`` keeps this file free of Qt, so it runs in the headless tests.
+
+Inside Slicer the child is ``PythonSlicer``, a launcher that runs the real interpreter (``python-real``) as its own
+child and dies at once on SIGTERM, while the engine may take minutes to stop. So "running" means "the launcher, or
+whatever still holds our output pipes", and signals go to the whole process group even after the launcher is gone.
 """
 from __future__ import annotations
 
@@ -84,7 +88,8 @@ class ChildProcess:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        """The child, or a process it started that still writes to our pipes (PythonSlicer's python-real)."""
+        return self._process is not None and (self._process.poll() is None or self._open_streams > 0)
 
     @property
     def finished(self) -> bool:
@@ -115,8 +120,8 @@ class ChildProcess:
     # -- helpers ----------------------------------------------------------------------------------------------
     def _signal(self, kill: bool) -> None:
         process = self._process
-        if process is None or process.poll() is not None:
-            return
+        if process is None or (os.name == "nt" and process.poll() is not None):
+            return  # on Windows the tree is found from a live parent; taskkill has ended it all already
         try:
             if os.name == "nt":
                 # taskkill /T ends the child's own children too; TerminateProcess alone would orphan them.
@@ -126,7 +131,7 @@ class ChildProcess:
                     stderr=subprocess.DEVNULL,
                     check=False,
                 )
-            else:
+            else:  # the group outlives its leader (the launcher) while python-real is in it
                 os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
         except (ProcessLookupError, PermissionError, OSError):
             # Already gone (or the group vanished between the check and the signal): nothing left to stop.
