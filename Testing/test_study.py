@@ -139,3 +139,38 @@ def test_arm_names_and_run_ids(data):
     two = settings(data, learning_rates=[1e-3, 1e-4])
     assert [run_id("gdl", lr, two) for lr in two.learning_rates] == ["gdl_lr1e-3", "gdl_lr1e-4"]
     assert run_id("gdl", 1e-3, settings(data)) == "gdl" and format_lr(2.5e-4) == "2.5e-4"
+
+
+def test_scoring_after_batchnorm_recalibration(study, data, tmp_path):
+    """--recalibrate-bn N: the scored network's BatchNorm statistics are those re-estimated on N synthetic brains
+    of the training maps (same seed for every run); the cached evaluation is redone and the report says so."""
+    import shutil
+
+    import torch
+
+    from SegLossBrainLib.bn_recalibration import recalibrate_batchnorm
+    from SegLossBrainLib.models import load_model
+    from SegLossBrainLib.study import RECALIBRATION_SEED, recalibrate
+    from SegLossBrainLib.synth import SynthesisSettings, SyntheticBrainGenerator
+
+    out = tmp_path / "study"
+    shutil.copytree(study[0], out)
+    recalibrated = settings(data, recalibrate_bn=2)
+    network, _ = load_model(out / "dice" / "best.safetensors")
+    recalibrate(network, recalibrated, "cpu")
+    expected, _ = load_model(out / "dice" / "best.safetensors")
+    generator = SyntheticBrainGenerator(recalibrated.label_maps, SynthesisSettings(patch_size=(32, 32, 32)))
+    rng = torch.Generator().manual_seed(RECALIBRATION_SEED)
+    recalibrate_batchnorm(expected, lambda: generator.batch(1, rng)[0], samples=2)
+    as_trained, _ = load_model(out / "dice" / "best.safetensors")
+    name = next(k for k in network.state_dict() if k.endswith("running_mean"))
+    assert torch.allclose(network.state_dict()[name], expected.state_dict()[name], atol=1e-6)
+    assert not torch.allclose(network.state_dict()[name], as_trained.state_dict()[name], atol=1e-3)
+
+    assert main(["study", "--out", str(out), "--report-only", "--recalibrate-bn", "2", "--device", "cpu",
+                 "--data", str(data)]) == 0
+    assert json.loads((out / "dice" / "evaluation.json").read_text())["key"]["recalibrate_bn"] == 2
+    assert load_manifest(out)["settings"]["recalibrate_bn"] == 2
+    assert "BatchNorm statistics on 2 fresh synthetic brains" in (out / "results.md").read_text()
+    with pytest.raises(StudyError, match="recalibrate-bn must be >= 0"):
+        settings(data, recalibrate_bn=-1)

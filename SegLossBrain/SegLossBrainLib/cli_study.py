@@ -55,6 +55,7 @@ def _settings(args, device: str):
         "seed": args.seed, "validate_every": args.validate_every, "checkpoint_every": args.checkpoint_every,
         "precision": args.precision,
         "validation_size": _parse_size(args.validation_size) if args.validation_size else None,
+        "recalibrate_bn": args.recalibrate_bn,
         **_data_options(args, data),
     }
     given = {k: v for k, v in given.items() if v is not None}
@@ -83,7 +84,7 @@ def _settings(args, device: str):
 def run_study_command(args, reporter) -> int:
     import torch
 
-    from .study import check_settings, load_manifest, run_study
+    from .study import check_settings, load_manifest, record_evaluation_settings, run_study
     from .study_report import report_study
     from .training import set_threads
 
@@ -124,6 +125,7 @@ def run_study_command(args, reporter) -> int:
 
     if args.report_only:
         check_settings(args.out, manifest, settings)
+        record_evaluation_settings(args.out, manifest, settings)
     else:
         result = run_study(args.out, settings, on_event)
         for bar in bars.values():
@@ -151,6 +153,9 @@ def add_study_commands(commands) -> None:
     study.add_argument("--validate-every", type=int, help="steps between validations (default 500)")
     study.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 100)")
     study.add_argument("--validation-size", help="held-out synthetic grid, N or DxHxW (default 112x144x112)")
+    study.add_argument("--recalibrate-bn", type=int, metavar="N",
+                       help="before scoring each run's best weights, re-estimate its BatchNorm statistics on N fresh "
+                            "synthetic brains (same draw for every run; default 0: as trained)")
     study.add_argument("--seed", type=int, help="default 0")
     study.add_argument("--precision", choices=["fp32", "bf16"], help="default fp32")
     study.add_argument("--data", default=str(DEFAULT_DATA), help="data folder (label maps, real_dev); files of a "

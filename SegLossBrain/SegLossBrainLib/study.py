@@ -77,6 +77,9 @@ class StudySettings:
     validation_size: tuple = (112, 144, 112)
     synthesis: dict = field(default_factory=dict)
     device: str = "cpu"
+    # evaluation only (not a comparison setting): re-estimate each run's BatchNorm statistics on this many fresh
+    # synthetic brains (same draw for every run) before scoring its best weights; 0: score them as trained
+    recalibrate_bn: int = 0
 
     def __post_init__(self):
         self.patch_size = tuple(int(n) for n in self.patch_size)
@@ -90,6 +93,8 @@ class StudySettings:
             raise StudyError(f"learning rates repeat: {self.learning_rates}")
         if not self.validation_maps:
             raise StudyError("the study needs held-out label maps: the best checkpoint is chosen on them")
+        if int(self.recalibrate_bn) < 0:
+            raise StudyError(f"--recalibrate-bn must be >= 0 samples, got {self.recalibrate_bn}")
 
     def compared(self) -> dict:
         """The settings that define the comparison, in a form that does not depend on where the data lie."""
@@ -167,6 +172,14 @@ def open_study(out, settings: StudySettings) -> dict:
                     "structure_share": structure_shares(settings.label_maps, table), "vnet_loss": None, "runs": {}}
     _write_json(manifest, out / MANIFEST)
     return manifest
+
+
+def record_evaluation_settings(out, manifest: dict, settings: StudySettings) -> None:
+    """A report-only call may change how runs are scored (``recalibrate_bn``): remember it, so that the next
+    call without the option scores them the same way."""
+    if manifest["settings"].get("recalibrate_bn", 0) != settings.recalibrate_bn:
+        manifest["settings"]["recalibrate_bn"] = settings.recalibrate_bn
+        _write_json(manifest, Path(out) / MANIFEST)
 
 
 def _settings_json(settings: StudySettings) -> dict:
@@ -286,6 +299,25 @@ def run_study(out, settings: StudySettings, on_event: Callable[[dict], None] | N
 
 
 # -- evaluation of the best weights -------------------------------------------------------------------------
+RECALIBRATION_SEED = 77
+
+
+def recalibrate(network, settings: StudySettings, device: str):
+    """BatchNorm statistics re-estimated on ``settings.recalibrate_bn`` synthetic brains from the training maps,
+    whole-brain size, fixed seed: batch-1 running averages are noisy, and that noise should not decide the
+    comparison (``bn_recalibration``)."""
+    import torch
+
+    from .bn_recalibration import recalibrate_batchnorm
+    from .synth import SynthesisSettings, SyntheticBrainGenerator
+
+    generator = SyntheticBrainGenerator(
+        settings.label_maps, SynthesisSettings(**{**settings.synthesis, "patch_size": settings.validation_size}),
+        device=device)
+    rng = torch.Generator().manual_seed(RECALIBRATION_SEED)
+    return recalibrate_batchnorm(network, lambda: generator.batch(1, rng)[0].to(device), settings.recalibrate_bn)
+
+
 def evaluate_run(run_dir: Path, settings: StudySettings, device: str) -> dict | None:
     """Per-structure Dice of ``run_dir/best.safetensors`` on the held-out synthetic maps and the real scans;
     cached in ``evaluation.json`` while the weights and the evaluation inputs are unchanged."""
@@ -298,7 +330,8 @@ def evaluate_run(run_dir: Path, settings: StudySettings, device: str) -> dict | 
         return None
     stat = best.stat()
     key = {"weights": [stat.st_mtime_ns, stat.st_size], "held_out": [Path(p).name for p in settings.validation_maps],
-           "real": [p[2] for p in settings.real_pairs], "size": list(settings.validation_size)}
+           "real": [p[2] for p in settings.real_pairs], "size": list(settings.validation_size),
+           "recalibrate_bn": int(settings.recalibrate_bn)}
     cache = Path(run_dir) / EVALUATION
     if cache.is_file():
         cached = json.loads(cache.read_text())
@@ -306,6 +339,8 @@ def evaluate_run(run_dir: Path, settings: StudySettings, device: str) -> dict | 
             return cached
     table = load_label_table()
     network, metadata = load_model(best, device=device)
+    if settings.recalibrate_bn:
+        recalibrate(network, settings, device)
     result = {"key": key, "best_step": metadata.get("steps"),
               "synthetic": synthetic_dice(network, table, settings.validation_maps, settings.validation_size,
                                           device, settings.synthesis),
