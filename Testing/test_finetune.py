@@ -129,6 +129,35 @@ def test_frozen_encoder_keeps_encoder_weights(store, pairs, random_model_file):
     assert meta["finetune"]["freeze_encoder"] and meta["loss"]["label_weights"] is None
 
 
+@pytest.mark.parametrize("input_noise", [False, True])
+def test_input_noise_is_off_unless_asked(store, pairs, random_model_file, monkeypatch, input_noise):
+    """The network sees exactly the sampled patch while fine-tuning (default), or that patch plus noise of the
+    patch's own standard deviation with ``input_noise`` (the network's training-from-scratch regulariser)."""
+    from SegLossBrainLib import finetune_data
+
+    sampled, seen = [], []
+    original_batch, original_run = finetune_data.PairSampler.batch, training.Trainer.run
+
+    def batch(self, batch_size, rng):
+        images, targets = original_batch(self, batch_size, rng)
+        sampled.append(images.clone())
+        return images, targets
+
+    def run(self):
+        self.network.encoders[0].register_forward_pre_hook(
+            lambda module, args: seen.append(args[0].detach().clone()) if module.training else None)
+        return original_run(self)
+
+    monkeypatch.setattr(finetune_data.PairSampler, "batch", batch)
+    monkeypatch.setattr(training.Trainer, "run", run)
+    result = finetune(config(pairs, random_model_file, steps=2, input_noise=input_noise))
+    assert len(sampled) == len(seen) == 2
+    for image, network_input in zip(sampled, seen):
+        difference = (network_input - image).std() / image.std()
+        assert (difference > 0.5) if input_noise else (difference == 0), float(difference)
+    assert json.loads(result.path.with_suffix(".json").read_text())["finetune"]["input_noise"] is input_noise
+
+
 def test_aseg_labels_are_detected_and_mapped(tmp_path):
     _, index_labels = phantom_arrays()
     aseg = np.zeros(index_labels.shape, np.int16)

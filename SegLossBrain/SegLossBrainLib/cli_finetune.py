@@ -34,7 +34,7 @@ def run_finetune(args, reporter) -> int:
         loss_params=_loss_params(args.loss_params), steps=args.steps, learning_rate=args.lr,
         batch_size=args.batch_size, patch_size=_parse_size(args.patch_size), validate_every=args.validate_every,
         patience=args.patience, freeze_encoder=args.freeze_encoder, augment=not args.no_augment,
-        freeze_batchnorm=not args.update_batchnorm,
+        freeze_batchnorm=not args.update_batchnorm, input_noise=args.input_noise,
         resample_labels=args.resample_labels, seed=args.seed, device=args.device, precision=args.precision)
     bar = None
 
@@ -133,6 +133,9 @@ def add_finetune_commands(commands) -> None:
     tune.add_argument("--patience", type=int, default=5, help="validations without improvement before stopping; 0: off")
     tune.add_argument("--update-batchnorm", action="store_true",
                       help="also update BatchNorm running statistics (default: keep the base model's)")
+    tune.add_argument("--input-noise", action="store_true",
+                      help="keep the network's training-time input noise (default off: on a few real cases it "
+                           "lowers Dice, docs/FINETUNING_RESULTS.md)")
     tune.add_argument("--freeze-encoder", action="store_true", help="train the decoder and head only")
     tune.add_argument("--resample-labels", action="store_true",
                       help="labels on another grid than their image: resample them (nearest neighbour)")

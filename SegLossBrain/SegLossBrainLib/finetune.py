@@ -19,7 +19,10 @@ place of synthetic brains, and adds what few cases need:
 * **One at a time.** A lock in the store refuses a second fine-tune while one runs.
 
 Shipped weights are only read. Defaults suit fine-tuning a trained model: Adam at 1e-4, ExpLog with the
-paper's gamma 0.3, w_dice 0.8, w_cross 0.2 (``gamma`` sets both exponents).
+paper's gamma 0.3, w_dice 0.8, w_cross 0.2 (``gamma`` sets both exponents), BatchNorm statistics kept, and
+the network's input noise off: the paper's regulariser (Gaussian noise as strong as the image itself) suits
+training from scratch on thousands of images; on one real case it made even that case's Dice fall while
+training, and the held-out case lost 1-3.5 points (docs/FINETUNING_RESULTS.md). ``input_noise=True`` keeps it.
 """
 from __future__ import annotations
 
@@ -67,6 +70,7 @@ class FinetuneConfig:
     patience: int = 5  # validations without improvement before stopping (0: never stop early)
     freeze_encoder: bool = False
     freeze_batchnorm: bool = True  # keep the base model's BatchNorm statistics (see BENCHMARKS / model card)
+    input_noise: bool = False  # the network's training-time input noise (module docstring: off for fine-tuning)
     augment: bool = True
     resample_labels: bool = False  # labels on another grid than their image: nearest neighbour onto it
     seed: int = 0
@@ -254,6 +258,8 @@ def _run(config, params, base_path, base_meta, base, training, validation, mode,
     trainer = Trainer(training_config, relay, generator=sampler, validator=validator, stop_event=cancel)
     validator.trainer = trainer
     trainer.load_initial_weights(str(base_path))  # checks the file's sha256; the base file is only read
+    if not config.input_noise and hasattr(trainer.network, "noise_std"):
+        trainer.network.noise_std = 0.0  # train-mode input noise off (module docstring); eval never adds it
     log(f"fine-tuning {base['name']} ({base['source']}) on {len(training)} case(s) with {config.loss}, "
         f"{config.steps} steps at lr {config.learning_rate:g} on {device.type}"
         + (" (encoder frozen)" if config.freeze_encoder else ""))
@@ -291,6 +297,7 @@ def _run(config, params, base_path, base_meta, base, training, validation, mode,
         "finetune": {"status": status, "steps_run": trainer.step, "steps_requested": config.steps,
                      "best_step": best["step"], "validate_every": config.validate_every,
                      "patience": training_config.patience, "freeze_encoder": config.freeze_encoder,
+                     "freeze_batchnorm": config.freeze_batchnorm, "input_noise": config.input_noise,
                      "augment": config.augment, "resample_labels": config.resample_labels, "seed": config.seed,
                      "batch_size": config.batch_size, "device": str(device),
                      "wall_time_s": round(time.perf_counter() - started, 1)},
