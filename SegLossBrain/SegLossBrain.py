@@ -1,12 +1,11 @@
 """SegLossBrain: 19-structure brain MRI segmentation in 3D Slicer. Wiring only; the work is in SegLossBrainSlicer
 (Slicer glue) and SegLossBrainLib (engine, run in a child process, so torch is never imported here)."""
-import glob
-
 import slicer
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
+from SegLossBrainSlicer import sample_data
 from SegLossBrainSlicer.i18n import _, translate
 from SegLossBrainSlicer.paths import resource_path
 
@@ -38,6 +37,8 @@ class SegLossBrain(ScriptedLoadableModule):
             self.parent.icon = qt.QIcon(resource_path("Icons", "SegLossBrain.png"))
         except (ImportError, AttributeError, FileNotFoundError):
             pass  # no Qt (headless tests) or no resources: Slicer's default icon
+        # The demo volume in the Sample Data module, once Slicer has loaded every module (SampleData included).
+        sample_data.register_on_startup(getattr(slicer, "app", None))
 
 
 class SegLossBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -138,7 +139,7 @@ class SegLossBrainTest(ScriptedLoadableModuleTest):
         if missing or not choices:
             self.delayDisplay(_("Skipped: {reason}").format(reason=", ".join(missing) or message))
             return
-        volume = self._sample_volume()
+        volume = sample_data.load_demo_volume()  # through the Sample Data module, as a user would load it
         result = SegLossBrainLogic().segment(volume, choices[0], device="cpu")
         segments = result.segmentation.GetSegmentation()
         self.assertEqual(segments.GetNumberOfSegments(), 19)
@@ -148,11 +149,3 @@ class SegLossBrainTest(ScriptedLoadableModuleTest):
         self.assertTrue(700 < total_ml < 2500, f"implausible brain volume {total_ml:.0f} mL")
         self.assertGreater(result.volumes[0].volume_ml, 100)  # cerebral white matter
         self.delayDisplay(_("Test passed"))
-
-    def _sample_volume(self):
-        shipped = sorted(glob.glob(resource_path("Samples", "*.nrrd")) + glob.glob(resource_path("Samples", "*.nii*")))
-        if shipped:
-            return slicer.util.loadVolume(shipped[0])
-        import SampleData
-
-        return SampleData.downloadSample("MRHead")

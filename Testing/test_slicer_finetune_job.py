@@ -78,10 +78,17 @@ FAKE_ENGINE = textwrap.dedent('''
     if mode == "error":
         emit(event="error", message="another fine-tune is running on this model store")
         sys.exit(2)
-    if mode == "early":
-        time.sleep(60)  # still reading the pairs: SIGTERM ends it at once, as it does the engine
-    stop = []
+    stop, stop_file = [], value("--stop-file")
     signal.signal(signal.SIGTERM, signal.SIG_IGN if mode == "stubborn" else (lambda *a: stop.append(1)))
+    def stop_asked():  # the stop file (every OS) or SIGTERM; "stubborn" ignores both
+        return bool(stop) or (mode != "stubborn" and stop_file is not None and os.path.exists(stop_file))
+    if mode == "early":  # still reading the pairs: a stop keeps nothing, as with the engine
+        deadline = time.time() + 60
+        while not stop_asked() and time.time() < deadline:
+            time.sleep(0.02)
+        emit(event="result", status="cancelled", name=value("--name"), path=None, steps_run=0, best_step=None,
+             before=None, after=None)
+        sys.exit(1)
     dice = lambda step: {"thalamus": round(0.4 + 0.01 * step, 4), "caudate": None}
     before = {"mean": 0.5, "dice": dice(0)}
     emit(event="log", message="validation: the last pair held out")
@@ -94,10 +101,10 @@ FAKE_ENGINE = textwrap.dedent('''
             best = step
             emit(event="validation", step=step, score=0.5 + 0.01 * step, mean=0.5 + 0.01 * step, dice=dice(step),
                  best_step=step, best_mean=0.5 + 0.01 * step)
-        if stop:
+        if stop_asked():
             emit(event="log", kind="stopped", message=f"cancelled at step {step}; keeping the last validated weights")
             break
-    status, name = ("cancelled" if stop else "finished"), value("--name")
+    status, name = ("cancelled" if stop_asked() else "finished"), value("--name")
     if best is None:
         emit(event="result", status=status, name=name, path=None, steps_run=step, best_step=None, before=before,
              after=None)
@@ -165,6 +172,8 @@ def test_job_reports_progress_loss_validation_and_result(engine):
     assert argv[:2] == ["finetune", "--progress-json"] and argv.count("--pairs") == 2
     assert argv[argv.index("--loss") + 1] == "explog" and argv[argv.index("--lr") + 1] == "0.0002"
     assert json.loads(argv[argv.index("--loss-params") + 1]) == {"gamma": 0.3, "w_cross": 0.2, "w_dice": 0.8}
+    stop_file = Path(argv[argv.index("--stop-file") + 1])  # a fresh path in the job's own temporary folder
+    assert stop_file.parent == workdir and not stop_file.exists()
     assert given["grids"] == [{"same": True, "labels": [0, 1, 2, 7]}, {"same": True, "labels": [0, 1, 2, 8, 9]}]
 
 
@@ -178,9 +187,12 @@ def test_stop_keeps_the_last_validated_state(engine):
         job.poll()
         time.sleep(0.02)
     started = time.monotonic()
-    job.cancel()
+    stop_file = job.workdir / finetune_job.STOP_FILE_NAME
+    job.cancel()  # creates the stop file (no signal, as on Windows); the stand-in ends after its step
+    assert stop_file.is_file() and job._child.running
     run_job(job)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 5 and not stop_file.exists()
+    assert job._child.returncode == 0  # ended by itself, not killed
     assert job.state == finetune_job.SUCCEEDED and job.result["status"] == "cancelled"
     assert job.summary().startswith("Stopped at step") and "as 'site-2'" in job.summary()
     assert job.result["best_step"] < 1000

@@ -318,3 +318,55 @@ def test_a_launched_engine_is_still_stopped_after_its_launcher_died(tmp_path, mo
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child._process.pid, signal.SIGKILL)  # never leave the stand-in engine behind
+
+
+# A child that stops itself cleanly once its stop file exists (the fine-tune engine's --stop-file) and, like the
+# engine on Windows, has no SIGTERM to catch: a soft stop must work through the file alone.
+FAKE_STOPPABLE = textwrap.dedent('''
+    import os, signal, sys, time
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    stop_file, mode = sys.argv[1], sys.argv[2]
+    print("ready", flush=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if mode == "graceful" and os.path.exists(stop_file):
+            print("stop file seen: kept the validated weights", flush=True)
+            sys.exit(0)
+        time.sleep(0.02)
+    sys.exit(3)
+''')
+
+
+@pytest.mark.parametrize("mode", ["graceful", "stubborn"])
+def test_soft_cancel_creates_the_stop_file_and_kills_only_after_the_grace_period(tmp_path, mode):
+    from SegLossBrainSlicer import process_runner
+
+    script = tmp_path / "stoppable.py"
+    script.write_text(FAKE_STOPPABLE)
+    stop_file = tmp_path / "job" / "stop-request"  # a fresh path in the job's own temporary folder
+    child = process_runner.ChildProcess([sys.executable, str(script), str(stop_file), mode], stop_file=stop_file,
+                                        grace=0.5 if mode == "stubborn" else 20)
+    child.start()
+    try:
+        deadline = time.monotonic() + 10
+        output = []
+        while ("stdout", "ready") not in output:
+            assert time.monotonic() < deadline, "the stand-in did not start"
+            output += child.poll()
+            time.sleep(0.02)
+        assert not stop_file.exists()
+        child.cancel()
+        assert stop_file.exists() and child.cancelled
+        while not child.finished:
+            assert time.monotonic() < deadline, "the stand-in did not end"
+            output += child.poll()
+            time.sleep(0.02)
+        output += child.poll()
+        if mode == "graceful":  # ended by itself, with its own exit code and last words: nothing was killed
+            assert child.returncode == 0 and ("stdout", "stop file seen: kept the validated weights") in output
+        else:  # ignores the file: killed once the grace period is over, as before
+            assert child.returncode != 0 and child.returncode != 3
+        assert not stop_file.exists()  # removed once the child has ended
+    finally:
+        if child.running:
+            child.cancel(force=True)

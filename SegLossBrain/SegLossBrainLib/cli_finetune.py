@@ -2,12 +2,20 @@
 
 ``finetune`` exits 0 when a new version was written, 1 when the run ended with nothing to keep (cancelled
 or diverged before its first validation), 2 on bad input (one line saying what and how to fix it).
+
+``finetune --stop-file PATH`` is how a caller stops a run gracefully on every OS (Windows has no SIGTERM to
+catch): once PATH exists the run ends after its current step, exactly as a cancel, keeping the best validated
+weights. The caller creates (and later removes) the file; this command only looks for it.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import threading
+
+STOP_FILE_POLL_SECONDS = 0.5
 
 from .cli_training import _loss_params, _parse_size
 
@@ -21,6 +29,22 @@ def _pair(text: str) -> tuple[str, str]:
 
 def _fmt(value) -> str:
     return "  n/a" if value is None else f"{value:.3f}"
+
+
+def watch_stop_file(path: str, cancel: threading.Event, done: threading.Event,
+                    interval: float = STOP_FILE_POLL_SECONDS) -> threading.Thread:
+    """A daemon thread that sets ``cancel`` once ``path`` exists; it ends then, or when ``done`` is set."""
+
+    def watch() -> None:
+        while not done.is_set():
+            if os.path.exists(path):
+                cancel.set()
+                return
+            done.wait(interval)
+
+    thread = threading.Thread(target=watch, name="seglossbrain-stop-file", daemon=True)
+    thread.start()
+    return thread
 
 
 def run_finetune(args, reporter) -> int:
@@ -61,9 +85,13 @@ def run_finetune(args, reporter) -> int:
         elif kind != "result":
             write(event.get("message", json.dumps(event)))
 
+    cancel, done = threading.Event(), threading.Event()
+    if args.stop_file:
+        watch_stop_file(args.stop_file, cancel, done)
     try:
-        result = finetune(config, on_event=on_event)
+        result = finetune(config, on_event=on_event, cancel=cancel)
     finally:
+        done.set()
         if bar is not None:
             bar.close()
     if not reporter.json_lines:
@@ -144,6 +172,11 @@ def add_finetune_commands(commands) -> None:
     tune.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     tune.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     tune.add_argument("--threads", type=int, default=None)
+    tune.add_argument("--stop-file", metavar="PATH",
+                      help="stop gracefully once this file exists (checked twice a second, on every OS): the run "
+                           "ends after its current step and keeps the best validated weights (exit 1 if none "
+                           "was validated yet), as Ctrl+C or SIGTERM do. Give a path that does not exist yet; "
+                           "the caller creates the file to stop the run and removes it afterwards")
     tune.add_argument("--progress-json", action="store_true", default=argparse.SUPPRESS,
                       help="progress and results as JSON lines on stdout")
     tune.set_defaults(handler=run_finetune)

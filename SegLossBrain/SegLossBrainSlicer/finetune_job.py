@@ -5,9 +5,10 @@ existing :class:`ChildProcess`, a separate instance from any segmentation, so Se
 Only one fine-tune runs per Slicer session (a second start is refused here; the engine's store lock refuses
 one from another process).
 
-Stop sends SIGTERM: the engine finishes its current step and keeps (saves) the best validated weights, which
-can take a validation's time, so the child is given minutes before being killed; stopping "now" (``force``)
-kills it and keeps nothing. The temporary files are removed once the child has ended.
+Stop creates the job's stop file (``--stop-file``, in the job's temporary folder; the same on every OS): the
+engine finishes its current step and keeps (saves) the best validated weights, which can take a validation's
+time, so the child is given minutes before being killed; stopping "now" (``force``) kills it and keeps nothing.
+The temporary files, stop file included, are removed once the child has ended.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ LOSSES = ("explog", "gdl", "wce")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")  # the engine's rule for version names
 STOP_GRACE_SECONDS = 300.0  # a step and a validation on a CPU, then the save
 CRASH_LOG_LINES = 15
+STOP_FILE_NAME = "stop-request"  # created in the job's temporary folder to stop the engine gracefully
 _EVENTS = ("log", "step", "validation", "result", "error", "progress")
 
 
@@ -60,8 +62,9 @@ class FinetuneOptions:
             raise InputProblem(_("Unknown device '{device}'.").format(device=self.device))
 
 
-def finetune_arguments(pairs: list, options: FinetuneOptions) -> list[str]:
-    """``finetune`` arguments for [(image path, labels path)] in table order."""
+def finetune_arguments(pairs: list, options: FinetuneOptions, stop_file=None) -> list[str]:
+    """``finetune`` arguments for [(image path, labels path)] in table order; ``stop_file``: the path whose
+    creation asks the engine to stop gracefully."""
     args = ["finetune", "--progress-json", "--name", options.name, "--loss", options.loss,
             "--steps", str(int(options.steps)), "--lr", f"{options.learning_rate:g}", "--device", options.device]
     for number, (image, labels) in enumerate(pairs):
@@ -73,6 +76,8 @@ def finetune_arguments(pairs: list, options: FinetuneOptions) -> list[str]:
         args += ["--base", str(options.base)]
     if options.freeze_encoder:
         args.append("--freeze-encoder")
+    if stop_file is not None:
+        args += ["--stop-file", str(stop_file)]
     return args
 
 
@@ -110,19 +115,6 @@ def format_eta(seconds) -> str:
     seconds = max(0, int(seconds or 0))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
-class _PatientChild(ChildProcess):
-    """A child given ``grace`` seconds to stop after SIGTERM (the runner's default suits a segmentation)."""
-
-    def __init__(self, argv, env=None, grace: float = STOP_GRACE_SECONDS):
-        super().__init__(argv, env=env)
-        self.grace = grace
-
-    def cancel(self, force: bool = False) -> None:
-        super().cancel(force)
-        if not force and self.running:
-            self._kill_deadline = time.monotonic() + self.grace
 
 
 class FinetuneJob:
@@ -172,8 +164,9 @@ class FinetuneJob:
             raise
         self.notes = [note for pair in files for note in pair.notes]
         self.pairs = []  # the files hold the data now: do not keep scene nodes alive through this job
-        argv = self.command_prefix + finetune_arguments([(p.image, p.labels) for p in files], self.options)
-        self._child = _PatientChild(argv, env=self.env, grace=self.grace)
+        stop_file = self.workdir / STOP_FILE_NAME  # unique: the folder is this job's own
+        argv = self.command_prefix + finetune_arguments([(p.image, p.labels) for p in files], self.options, stop_file)
+        self._child = ChildProcess(argv, env=self.env, stop_file=stop_file, grace=self.grace)
         FinetuneJob._active = self
         try:
             self._child.start()
@@ -183,7 +176,8 @@ class FinetuneJob:
             self._cleanup()
 
     def cancel(self, force: bool = False) -> None:
-        """Stop: the engine keeps its best validated weights, unless ``force`` (killed at once, nothing kept)."""
+        """Stop: the stop file asks the engine to keep its best validated weights and end (killed if still running
+        after ``grace`` seconds); ``force``: killed at once, nothing kept."""
         self.stop_requested = True
         if self._child is not None and self._child.started:
             self._child.cancel(force)  # a child that already ended is left alone: its result is still read

@@ -7,6 +7,10 @@ a ``qt.QTimer`` calls ``poll`` a few times a second (see ``panel.py``); tests ca
 Inside Slicer the child is ``PythonSlicer``, a launcher that runs the real interpreter (``python-real``) as its own
 child and dies at once on SIGTERM, while the engine may take minutes to stop. So "running" means "the launcher, or
 whatever still holds our output pipes", and signals go to the whole process group even after the launcher is gone.
+
+A child that can stop itself cleanly (``seglossbrain finetune --stop-file PATH``) is given that ``stop_file``: a
+soft cancel then only creates the file, on every OS (Windows has no SIGTERM a child could catch: ``taskkill /F``
+ends it outright), and the child is killed only if it is still running after the grace period.
 """
 from __future__ import annotations
 
@@ -16,16 +20,22 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 # How long a cancelled child gets to stop by itself before it is killed.
 CANCEL_GRACE_SECONDS = 3.0
 
 
 class ChildProcess:
-    def __init__(self, argv: list[str], env: dict | None = None, cwd: str | None = None):
+    def __init__(self, argv: list[str], env: dict | None = None, cwd: str | None = None,
+                 stop_file: str | Path | None = None, grace: float | None = None):
+        """``stop_file``: a path that does not exist yet, which the child watches (see the module docstring);
+        ``grace``: seconds a soft cancel waits before killing (default ``CANCEL_GRACE_SECONDS``)."""
         self.argv = list(argv)
         self.env = env
         self.cwd = cwd
+        self.stop_file = Path(stop_file) if stop_file is not None else None
+        self.grace = grace
         self._process: subprocess.Popen | None = None
         self._lines: queue.Queue = queue.Queue()
         self._open_streams = 0
@@ -80,6 +90,8 @@ class ChildProcess:
         if self._kill_deadline is not None and self.running and time.monotonic() > self._kill_deadline:
             self._signal(kill=True)
             self._kill_deadline = None
+        if self.finished:
+            self._remove_stop_file()
         return lines
 
     @property
@@ -101,12 +113,19 @@ class ChildProcess:
         return None if self._process is None else self._process.poll()
 
     def cancel(self, force: bool = False) -> None:
-        """Ask the child to stop now; it is killed if still alive after the grace period (polled), or at once
-        with ``force`` (when nobody will poll any more). Returns at once."""
+        """Ask the child to stop (its stop file, else SIGTERM); it is killed if still alive after the grace period
+        (polled), or at once with ``force`` (when nobody will poll any more). Returns at once."""
         self.cancelled = True
-        if self.running:
-            self._signal(kill=force)
-            self._kill_deadline = None if force else time.monotonic() + CANCEL_GRACE_SECONDS
+        if not self.running:
+            return
+        if force:
+            self._signal(kill=True)
+            self._kill_deadline = None
+            return
+        if not self._create_stop_file():
+            self._signal(kill=False)
+        grace = CANCEL_GRACE_SECONDS if self.grace is None else self.grace
+        self._kill_deadline = time.monotonic() + grace
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until finished (self-test and scripts only; the GUI polls instead)."""
@@ -118,6 +137,23 @@ class ChildProcess:
             time.sleep(0.02)
 
     # -- helpers ----------------------------------------------------------------------------------------------
+    def _create_stop_file(self) -> bool:
+        if self.stop_file is None:
+            return False
+        try:
+            self.stop_file.parent.mkdir(parents=True, exist_ok=True)
+            self.stop_file.touch()
+            return True
+        except OSError:
+            return False  # cannot write there: a signal is the remaining way to ask
+
+    def _remove_stop_file(self) -> None:
+        if self.stop_file is not None:
+            try:
+                self.stop_file.unlink(missing_ok=True)
+            except OSError:
+                pass  # left in the temporary folder; harmless, the next job uses another path
+
     def _signal(self, kill: bool) -> None:
         process = self._process
         if process is None or (os.name == "nt" and process.poll() is not None):
