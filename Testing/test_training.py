@@ -138,3 +138,44 @@ def test_frozen_batchnorm_keeps_running_statistics(tmp_path, label_maps):
     after = trainer.network.state_dict()
     assert all(torch.equal(value, after[name]) for name, value in before.items())
     assert not torch.equal(weights_before, trainer.network.encoders[0].main[0].weight)  # weights still train
+
+
+def test_learning_rate_schedules_match_hand_computed_values(label_maps, tmp_path):
+    poly = config(label_maps, tmp_path, steps=10, learning_rate=1e-3, lr_schedule="poly")
+    assert poly.learning_rate_at(0) == pytest.approx(1e-3)
+    assert poly.learning_rate_at(5) == pytest.approx(1e-3 * 0.5 ** 0.9)
+    assert poly.learning_rate_at(9) == pytest.approx(1e-3 * 0.1 ** 0.9)  # the last step still moves
+    ramp = config(label_maps, tmp_path, steps=10, learning_rate=1e-3, warmup_steps=4)
+    assert [ramp.learning_rate_at(s) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    for bad in (dict(lr_schedule="cosine"), dict(warmup_steps=-1), dict(input_noise_std=float("nan"))):
+        with pytest.raises(ValueError):
+            config(label_maps, tmp_path, **bad)
+
+
+def test_the_optimiser_steps_with_the_scheduled_rate(label_maps, tmp_path):
+    trainer = Trainer(config(label_maps, tmp_path, steps=4, learning_rate=1e-3, lr_schedule="poly", warmup_steps=2))
+    seen = []
+    original = trainer.optimizer.step
+    trainer.optimizer.step = lambda *a, **k: (seen.append(trainer.optimizer.param_groups[0]["lr"]), original(*a, **k))
+    trainer.run()
+    expected = [1e-3 * (1 - s / 4) ** 0.9 * min(1.0, (s + 1) / 2) for s in range(4)]
+    assert seen == pytest.approx(expected)
+
+
+def test_input_noise_setting_reaches_the_network_and_the_model_file(label_maps, tmp_path):
+    trainer = Trainer(config(label_maps, tmp_path, steps=2, input_noise_std=0.0))
+    assert trainer.network.noise_std == 0.0
+    patch = torch.rand(1, 1, 32, 32, 32)
+    captured = []
+    handle = trainer.network.encoders[0].register_forward_pre_hook(lambda module, args: captured.append(args[0].detach().clone()))
+    trainer.network.train()
+    trainer.network(patch)
+    handle.remove()
+    assert torch.equal(captured[0], patch)  # no noise added in train mode
+    trainer.run()
+    _, metadata = load_model(tmp_path / "best.safetensors")
+    assert metadata["input_noise_std"] == 0.0
+    default = Trainer(config(label_maps, tmp_path / "d", steps=2))
+    assert default.network.noise_std == 1.0  # the paper's noise unless asked otherwise
+    with pytest.raises(TrainingError, match="no input-noise layer"):
+        Trainer(config(label_maps, tmp_path / "v", architecture="vnet", input_noise_std=0.0))

@@ -50,7 +50,8 @@ def run_train(args, reporter) -> int:
     config = TrainingConfig(
         label_maps=training, validation_maps=validation, real_pairs=real_pairs, run_dir=args.run_dir,
         architecture=args.architecture, loss=args.loss, loss_params=_loss_params(args.loss_params),
-        optimizer=args.optimizer, learning_rate=args.lr, batch_size=args.batch_size,
+        optimizer=args.optimizer, learning_rate=args.lr, lr_schedule=args.lr_schedule,
+        warmup_steps=args.warmup_steps, input_noise_std=args.input_noise_std, batch_size=args.batch_size,
         patch_size=_parse_size(args.patch_size), steps=args.steps, checkpoint_every=args.checkpoint_every,
         validate_every=args.validate_every, seed=args.seed, device=args.device if args.device != "auto" else
         ("cuda" if __import__("torch").cuda.is_available() else "cpu"), init_weights=args.init_weights,
@@ -140,6 +141,12 @@ def add_training_commands(commands) -> None:
     train.add_argument("--loss-params", help="JSON object of loss parameters")
     train.add_argument("--optimizer", default="adam", choices=["adam", "nadam"])
     train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--lr-schedule", default="constant", choices=["constant", "poly"],
+                       help="poly: lr x (1 - step/steps)^0.9, reaching ~0 at --steps")
+    train.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate ramp over these steps")
+    train.add_argument("--input-noise-std", type=float, default=None,
+                       help="the network's train-time input noise, in units of the image std (default: the "
+                            "architecture's, 1.0 for wong2018 as in the paper; 0 turns it off)")
     train.add_argument("--batch-size", type=int, default=1)
     train.add_argument("--patch-size", default="64", help="N or DxHxW, multiples of 16")
     train.add_argument("--steps", type=int, default=10000)

@@ -67,6 +67,9 @@ class TrainingConfig:
     loss_params: dict = field(default_factory=dict)
     optimizer: str = "adam"
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"  # or "poly": lr * (1 - step/steps)^0.9 (nnU-Net), so a fixed budget ends converged
+    warmup_steps: int = 0  # linear ramp from lr/warmup to lr (a warm start's fresh Adam moments overshoot otherwise)
+    input_noise_std: float | None = None  # the network's train-time input noise (None: the architecture default)
     batch_size: int = 1
     patch_size: tuple = (64, 64, 64)
     steps: int = 1000
@@ -94,6 +97,24 @@ class TrainingConfig:
             raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.optimizer not in ("adam", "nadam"):
             raise ValueError(f"optimizer must be adam or nadam, got {self.optimizer!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"learning-rate schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup steps must be >= 0, got {self.warmup_steps}")
+        if self.input_noise_std is not None and not (self.input_noise_std >= 0 and math.isfinite(self.input_noise_std)):
+            raise ValueError(f"input noise std must be a finite number >= 0, got {self.input_noise_std}")
+
+    def learning_rate_at(self, step: int) -> float:
+        """Learning rate for the optimiser step that follows ``step`` completed steps."""
+        rate = self.learning_rate
+        if self.lr_schedule == "poly":
+            rate *= (1.0 - min(step, self.steps - 1) / self.steps) ** 0.9
+        if step < self.warmup_steps:
+            rate *= (step + 1) / self.warmup_steps
+        return rate
+
+
+LR_SCHEDULES = ("constant", "poly")
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
@@ -143,10 +164,17 @@ class Trainer:
         self.device = torch.device(config.device)
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # one patch shape all run long: let cuDNN pick its fastest kernels
         self.table = load_label_table()
         settings = SynthesisSettings(**{**config.synthesis, "patch_size": tuple(config.patch_size)})
         self.generator = generator or SyntheticBrainGenerator(config.label_maps, settings, device=self.device)
         self.network = build_network(config.architecture, num_classes=self.table.num_classes).to(self.device)
+        if config.input_noise_std is not None:
+            if not hasattr(self.network, "noise_std"):
+                raise TrainingError(f"architecture {config.architecture!r} has no input-noise layer; "
+                                    "leave the input noise std unset")
+            self.network.noise_std = config.input_noise_std
         self.frozen = encoder_modules(self.network) if config.freeze_encoder else []
         for part in self.frozen:
             part.requires_grad_(False)
@@ -190,7 +218,9 @@ class Trainer:
         path = self._checkpoint_path()
         if not path.is_file():
             raise TrainingError(f"--resume: no checkpoint {path}; start without --resume or use --init-weights")
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        # Loaded on the CPU: the RNG states must stay CPU tensors (set_state refuses CUDA ones); the model and
+        # optimiser states are copied onto the training device by load_state_dict.
+        state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("architecture") != self.config.architecture:
             raise TrainingError(f"checkpoint {path} is for architecture {state.get('architecture')!r}, "
                                 f"not {self.config.architecture!r}")
@@ -239,6 +269,9 @@ class Trainer:
             "steps": self.step,
             "optimizer": self.config.optimizer,
             "learning_rate": self.config.learning_rate,
+            "lr_schedule": self.config.lr_schedule,
+            "warmup_steps": self.config.warmup_steps,
+            "input_noise_std": getattr(self.network, "noise_std", None),
             "patch_size": list(self.config.patch_size),
             "training_data": [Path(p).name for p in self.config.label_maps],
             "synthesis": self.config.synthesis,
@@ -278,6 +311,8 @@ class Trainer:
                     break
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                for group in self.optimizer.param_groups:
+                    group["lr"] = config.learning_rate_at(self.step)
                 self.optimizer.step()
                 self.step += 1
                 self.elapsed += time.perf_counter() - started

@@ -1,0 +1,3 @@
+import sys
+from SegLossBrainLib.cli import main
+sys.exit(main())
