@@ -39,7 +39,9 @@ def evaluate_dev(model_path: Path) -> dict:
         prediction = sitk.GetArrayFromImage(segment(image, model=str(model_path), device="cpu").labels)
         rows = evaluate_labels(prediction, reference, tuple(reversed(image.GetSpacing())), table.names)
         results[name] = {"rows": rows, "mean17": mean_over(rows, "dice", table.scored_indices),
-                         "min17": min(r["dice"] for r in rows if r["index"] in table.scored_indices)}
+                         "min17": min(r["dice"] for r in rows if r["index"] in table.scored_indices),
+                         "weakest": min((r for r in rows if r["index"] in table.scored_indices),
+                                        key=lambda r: r["dice"])["structure"]}
     return results
 
 
@@ -52,7 +54,11 @@ def card(meta: dict, dev: dict, name: str, hardware: str, curves: str | None) ->
              f"{meta.get('num_classes')} classes, label table {meta.get('label_table_version')}",
              f"- **Loss**: {loss.get('name')} {json.dumps(loss.get('params', {}))}; label weights "
              f"w_l = (sum f / f_l)^0.5 from the training maps' label frequencies",
-             f"- **Optimiser**: {meta.get('optimizer')}, learning rate {meta.get('learning_rate')}, batch 1",
+             f"- **Optimiser**: {meta.get('optimizer')}, learning rate {meta.get('learning_rate')}"
+             + (f", {meta['lr_schedule']} schedule" if meta.get("lr_schedule", "constant") != "constant" else "")
+             + (f" after {meta['warmup_steps']} warm-up steps" if meta.get("warmup_steps") else "") + ", batch 1"
+             + (f"; network input noise std {meta['input_noise_std']} x image std"
+                if meta.get("input_noise_std") is not None else ""),
              f"- **Steps**: {meta.get('steps')} on {meta.get('patch_size')} patches at 1.5 mm; wall time "
              f"{meta.get('wall_time_s', 0) / 3600:.2f} h of training steps on {hardware}",
              f"- **Training data**: synthetic images drawn at every step from {len(meta.get('training_data', []))} "
@@ -112,8 +118,9 @@ def main() -> None:
         means = ", ".join(f"{case} {result['mean17']:.2f}" for case, result in dev.items())
         meta["dev_dice_mean17"] = {case: round(result["mean17"], 4) for case, result in dev.items()}
         if args.status == "preliminary":
+            weakest = ", ".join(f"{case} {result['weakest']} {result['min17']:.2f}" for case, result in dev.items())
             meta["status_note"] = (f"mean Dice over 17 structures on the real dev scans: {means} (target 0.80); "
-                                   "review every result")
+                                   f"weakest: {weakest} (target 0.60 each); review every result")
         metadata_path(target).write_text(json.dumps(meta, indent=2))  # sha256 unchanged: weights untouched
     (target.parent / f"{args.name}.md").write_text(card(meta, dev, args.name, args.hardware, curves))
     for case, result in dev.items():
