@@ -154,7 +154,7 @@ def add_finetune_commands(commands) -> None:
     tune.add_argument("--loss", default="explog", help="loss name (explog, wce, gdl or any registered loss)")
     tune.add_argument("--loss-params", help="JSON object, e.g. '{\"gamma\": 0.3, \"w_dice\": 0.8, \"w_cross\": 0.2}'")
     tune.add_argument("--steps", type=int, default=200)
-    tune.add_argument("--lr", type=float, default=1e-4)
+    tune.add_argument("--lr", type=float, default=3e-5, help="Adam learning rate (docs/FINETUNING_RESULTS.md)")
     tune.add_argument("--batch-size", type=int, default=1)
     tune.add_argument("--patch-size", default="64", help="N or DxHxW, multiples of 16")
     tune.add_argument("--validate-every", type=int, default=20)

@@ -42,7 +42,7 @@ class FinetuneOptions:
     loss: str = "explog"
     loss_params: dict = field(default_factory=dict)
     steps: int = 200
-    learning_rate: float = 1e-4
+    learning_rate: float = 3e-5
     base: str | None = None  # model name or path; None: the engine's active model
     device: str = "auto"
     freeze_encoder: bool = False
@@ -57,7 +57,7 @@ class FinetuneOptions:
         if self.steps < 1:
             raise InputProblem(_("Run at least one step."))
         if not 0 < self.learning_rate < 1:
-            raise InputProblem(_("The learning rate must lie between 0 and 1 (1e-4 suits fine-tuning)."))
+            raise InputProblem(_("The learning rate must lie between 0 and 1 (3e-5 suits fine-tuning)."))
         if self.device not in cli_protocol.DEVICES:
             raise InputProblem(_("Unknown device '{device}'.").format(device=self.device))
 
