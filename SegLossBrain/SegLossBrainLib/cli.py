@@ -77,6 +77,7 @@ def run_segment(args, reporter: Reporter) -> int:
         _check_output_path(path)
     image = read_image(args.input)
     result = segment(image, model=args.model, device=args.device, tta=args.tta,
+                     island_fraction=args.remove_islands,
                      return_probabilities=bool(args.probabilities), with_confidence=bool(args.confidence),
                      progress=reporter.progress)
     reporter.close()
@@ -161,6 +162,16 @@ def run_demo(args, reporter: Reporter) -> int:
     return run_segment(args, reporter)
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction between 0 and 1 (e.g. 0.1)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seglossbrain", description=__doc__.split("\n")[0])
     parser.add_argument("--progress-json", action="store_true", help="progress and results as JSON lines on stdout")
@@ -170,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--model", help="model name or .safetensors path (default: the shipped model)")
         command.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
         command.add_argument("--tta", action="store_true", help="also segment the left-right mirror and average")
+        command.add_argument("--remove-islands", type=_fraction, default=0.0, metavar="FRACTION",
+                             help="give each structure's detached pieces smaller than FRACTION of its largest piece "
+                                  "to their next most probable class (e.g. 0.1; off by default, CSF never)")
         command.add_argument("--progress-json", action="store_true", default=argparse.SUPPRESS,
                              help="progress and results as JSON lines on stdout")
 

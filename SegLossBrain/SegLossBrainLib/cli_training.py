@@ -103,7 +103,8 @@ def run_evaluate(args, reporter) -> int:
                              "differ); resample the labels onto the image first")
         reference = sitk.GetArrayFromImage(reference_image)
         reference = table.map_freesurfer(reference) if args.aseg else table.to_index_labels(reference)[0]
-        result = segment(image, model=args.model, device=args.device, tta=args.tta, progress=reporter.progress)
+        result = segment(image, model=args.model, device=args.device, tta=args.tta, progress=reporter.progress,
+                         island_fraction=args.remove_islands)
         reporter.close()
         prediction = sitk.GetArrayFromImage(result.labels)
         spacing = tuple(reversed(image.GetSpacing()))
@@ -129,6 +130,8 @@ def run_evaluate(args, reporter) -> int:
 
 
 def add_training_commands(commands) -> None:
+    from .cli import _fraction  # cli imports this module inside build_parser, so no cycle at import
+
     train = commands.add_parser("train", help="train the network on synthetic brains made from label maps")
     train.add_argument("--label-maps", default=str(DEFAULT_DATA / "synthseg_label_maps"),
                        help="folder of label maps (or comma-separated files)")
@@ -168,5 +171,6 @@ def add_training_commands(commands) -> None:
     evaluate.add_argument("--model")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--tta", action="store_true")
+    evaluate.add_argument("--remove-islands", type=_fraction, default=0.0, metavar="FRACTION", help="as segment")
     evaluate.add_argument("--csv", help="write per-structure rows to this CSV")
     evaluate.set_defaults(handler=run_evaluate)

@@ -10,6 +10,7 @@ import SimpleITK as sitk
 import torch
 
 from . import grid as grids
+from .islands import suppress_islands
 from .labels import load_label_table
 from .models import load_model, resolve_model
 from .volumes import check_image
@@ -80,10 +81,12 @@ def structure_volumes_ml(labels: sitk.Image) -> dict:
 
 def segment(image: sitk.Image, model: str | os.PathLike | torch.nn.Module | None = None, device: str = "auto",
             tta: bool = False, return_probabilities: bool = False, with_confidence: bool = False,
-            progress: ProgressCallback | None = None) -> SegmentationResult:
+            progress: ProgressCallback | None = None, island_fraction: float = 0.0) -> SegmentationResult:
     """Segment the 19 structures of a brain MR volume.
 
     ``model``: None (the installed default), a path or name of a model file, or a loaded network.
+    ``island_fraction``: when > 0, a structure's detached pieces smaller than this share of its largest piece
+    go to their next most probable class (``islands.py``; off by default).
     The result's labelmap has exactly ``image``'s size, spacing, origin and direction."""
     report = progress or (lambda fraction, message: None)
     check_image(image)
@@ -102,7 +105,7 @@ def segment(image: sitk.Image, model: str | os.PathLike | torch.nn.Module | None
     tensor = grids.to_network(image, network_grid)
     report(0.25, f"running the network on {chosen.type} ({'x'.join(map(str, network_grid.shape))} voxels"
                  f"{', with left-right flip' if tta else ''})")
-    probabilities = predict_probabilities(network, tensor, chosen, tta=tta)
+    probabilities = suppress_islands(predict_probabilities(network, tensor, chosen, tta=tta), island_fraction)
     report(0.8, "mapping probabilities back to the input grid")
     labels, confidence = grids.probabilities_to_image(probabilities, network_grid, image, with_confidence)
     report(1.0, "done")
