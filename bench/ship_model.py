@@ -60,7 +60,8 @@ def card(meta: dict, dev: dict, name: str, hardware: str, curves: str | None) ->
              + (f"; network input noise std {meta['input_noise_std']} x image std"
                 if meta.get("input_noise_std") is not None else ""),
              f"- **Steps**: {meta.get('steps')} on {meta.get('patch_size')} patches at 1.5 mm; wall time "
-             f"{meta.get('wall_time_s', 0) / 3600:.2f} h of training steps on {hardware}",
+             f"{meta.get('wall_time_s', 0) / 3600:.2f} h of training steps on {hardware}"
+             + (f"; started from {meta['init_weights']}" if meta.get("init_weights") else ""),
              f"- **Training data**: synthetic images drawn at every step from {len(meta.get('training_data', []))} "
              "real whole-head label maps (SynthSeg training maps 01-18); maps 19 and 20 held out for validation",
              f"- **Generator settings**: defaults of `SynthesisSettings` {json.dumps(meta.get('synthesis', {}))}",
