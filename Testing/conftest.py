@@ -70,7 +70,7 @@ def threshold_net():
 @pytest.fixture(scope="session")
 def random_model_file(tmp_path_factory) -> Path:
     """A randomly initialised Wong 2018 model saved as a model file (never presented as trained)."""
-    from SegLossBrainLib.models import save_model
+    from SegLossBrainLib.models.files import save_model
     from SegLossBrainLib.networks import build_network
 
     torch.manual_seed(0)

@@ -2,7 +2,7 @@
 noise and dropout off while measuring."""
 import torch
 
-from SegLossBrainLib.bn_recalibration import recalibrate_batchnorm
+from SegLossBrainLib.training.bn_recalibration import recalibrate_batchnorm
 from SegLossBrainLib.networks.wong2018 import Wong2018Net
 
 

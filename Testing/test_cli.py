@@ -9,7 +9,7 @@ import SimpleITK as sitk
 
 from conftest import phantom, rotation
 from SegLossBrainLib.cli import main
-from SegLossBrainLib.volumes import write_image
+from SegLossBrainLib.imageio.volumes import write_image
 
 
 @pytest.fixture

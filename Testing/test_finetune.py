@@ -15,13 +15,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from SegLossBrainLib import model_store, models, training
+from SegLossBrainLib.models import files as models, store as model_store
+from SegLossBrainLib.training import trainer as training
 from SegLossBrainLib.cli import main
-from SegLossBrainLib.finetune import FinetuneConfig, FinetuneError, finetune
-from SegLossBrainLib.finetune_data import load_pair
+from SegLossBrainLib.finetuning.finetune import FinetuneConfig, FinetuneError, finetune
+from SegLossBrainLib.finetuning.pairs import load_pair
 from SegLossBrainLib.labels import LabelError
-from SegLossBrainLib.models import load_model, sha256_of
-from SegLossBrainLib.volumes import InputError
+from SegLossBrainLib.models.files import load_model, sha256_of
+from SegLossBrainLib.imageio.volumes import InputError
 
 INDEX_TO_ASEG = {3: (4, 43), 7: (10, 49), 1: (2, 41), 2: (3, 42)}  # (left, right)
 
@@ -133,7 +134,7 @@ def test_frozen_encoder_keeps_encoder_weights(store, pairs, random_model_file):
 def test_input_noise_is_off_unless_asked(store, pairs, random_model_file, monkeypatch, input_noise):
     """The network sees exactly the sampled patch while fine-tuning (default), or that patch plus noise of the
     patch's own standard deviation with ``input_noise`` (the network's training-from-scratch regulariser)."""
-    from SegLossBrainLib import finetune_data
+    from SegLossBrainLib.finetuning import pairs as finetune_data
 
     sampled, seen = [], []
     original_batch, original_run = finetune_data.PairSampler.batch, training.Trainer.run

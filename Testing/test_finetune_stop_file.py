@@ -8,10 +8,10 @@ import time
 
 import torch
 
-from SegLossBrainLib import finetune as finetune_module
+from SegLossBrainLib.finetuning import finetune as finetune_module
 from SegLossBrainLib.cli import main
-from SegLossBrainLib.cli_finetune import watch_stop_file
-from SegLossBrainLib.models import load_model
+from SegLossBrainLib.cli.finetune import watch_stop_file
+from SegLossBrainLib.models.files import load_model
 from test_finetune import one_thread, pairs, store  # noqa: F401 (fixtures)
 
 

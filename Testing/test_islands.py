@@ -8,7 +8,7 @@ from scipy import ndimage
 
 from conftest import phantom, rotation
 from SegLossBrainLib.cli import main
-from SegLossBrainLib.islands import island_mask, suppress_islands
+from SegLossBrainLib.postprocessing.islands import island_mask, suppress_islands
 
 C = 20
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from SegLossBrainLib.labels import LabelError, load_label_table
-from SegLossBrainLib.metrics import dice_per_label, evaluate_labels, hausdorff95
+from SegLossBrainLib.evaluation.metrics import dice_per_label, evaluate_labels, hausdorff95
 
 monai_metrics = pytest.importorskip("monai.metrics")
 

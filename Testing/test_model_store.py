@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
-from SegLossBrainLib import model_store, models
+from SegLossBrainLib.models import files as models, store as model_store
 from SegLossBrainLib.cli import main
-from SegLossBrainLib.model_store import StoreBusyError, StoreError
+from SegLossBrainLib.models.store import StoreBusyError, StoreError
 
 
 def copy_model(source, folder, name):

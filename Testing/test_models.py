@@ -5,8 +5,8 @@ import shutil
 import pytest
 import torch
 
-from SegLossBrainLib import models
-from SegLossBrainLib.models import ModelError, NoModelError, load_model, save_model
+from SegLossBrainLib.models import files as models
+from SegLossBrainLib.models.files import ModelError, NoModelError, load_model, save_model
 from SegLossBrainLib.networks import build_network
 
 

@@ -5,9 +5,9 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import SHARED_DATA, needs_shared_data
-from SegLossBrainLib.inference import segment
+from SegLossBrainLib.inference.segment import segment
 from SegLossBrainLib.labels import load_label_table
-from SegLossBrainLib.models import DEFAULT_MODEL_NAME, read_metadata
+from SegLossBrainLib.models.files import DEFAULT_MODEL_NAME, read_metadata
 from SegLossBrainLib.resources import shipped_models_dir
 
 DEV = SHARED_DATA / "real_dev"

@@ -10,9 +10,9 @@ import pytest
 import SimpleITK as sitk
 
 from SegLossBrainLib.cli import main
-from SegLossBrainLib.study import (StudyError, StudySettings, choose_vnet_loss, format_lr, load_manifest, parse_arms,
-                                   run_id, run_study)
-from SegLossBrainLib.study_report import CSV_COLUMNS, report_study
+from SegLossBrainLib.study.runner import (StudyError, StudySettings, choose_vnet_loss, format_lr, load_manifest,
+                                          parse_arms, run_id, run_study)
+from SegLossBrainLib.study.report import CSV_COLUMNS, report_study
 
 INTENSITY = {0: 0.0, 2: 0.9, 3: 0.6, 4: 0.2, 17: 0.5, 24: 0.15, 500: 0.3}
 
@@ -148,10 +148,10 @@ def test_scoring_after_batchnorm_recalibration(study, data, tmp_path):
 
     import torch
 
-    from SegLossBrainLib.bn_recalibration import recalibrate_batchnorm
-    from SegLossBrainLib.models import load_model
-    from SegLossBrainLib.study import RECALIBRATION_SEED, recalibrate
-    from SegLossBrainLib.synth import SynthesisSettings, SyntheticBrainGenerator
+    from SegLossBrainLib.training.bn_recalibration import recalibrate_batchnorm
+    from SegLossBrainLib.models.files import load_model
+    from SegLossBrainLib.study.runner import RECALIBRATION_SEED, recalibrate
+    from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
 
     out = tmp_path / "study"
     shutil.copytree(study[0], out)

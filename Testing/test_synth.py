@@ -14,8 +14,8 @@ import SimpleITK as sitk
 import torch
 
 from SegLossBrainLib.labels import LabelError, load_label_table
-from SegLossBrainLib.synth import LabelMapSource, SynthesisSettings, SyntheticBrainGenerator, known_generation_labels
-from SegLossBrainLib.synth_geometry import rotation_matrix
+from SegLossBrainLib.synthesis.generator import LabelMapSource, SynthesisSettings, SyntheticBrainGenerator, known_generation_labels
+from SegLossBrainLib.synthesis.geometry import rotation_matrix
 
 SHARED_MAPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "synthseg_label_maps"
 CENTRE_MM = np.array([3.3, -7.1, 12.6])  # phantom centre in LPS: an origin far from 0 catches offset bugs

@@ -11,9 +11,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from SegLossBrainLib.models import load_model, save_model
+from SegLossBrainLib.models.files import load_model, save_model
 from SegLossBrainLib.networks import build_network
-from SegLossBrainLib.training import Trainer, TrainingConfig, TrainingError, train
+from SegLossBrainLib.training.trainer import Trainer, TrainingConfig, TrainingError, train
 
 
 @pytest.fixture(scope="module")

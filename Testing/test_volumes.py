@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import phantom, rotation
-from SegLossBrainLib.volumes import InputError, check_image, read_image, same_grid, write_image
+from SegLossBrainLib.imageio.volumes import InputError, check_image, read_image, same_grid, write_image
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from SegLossBrainLib.synth import LabelMapSource, SynthesisSettings, SyntheticBrainGenerator
+from SegLossBrainLib.synthesis.generator import LabelMapSource, SynthesisSettings, SyntheticBrainGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MAP = ROOT.parent / "shared" / "data" / "synthseg_label_maps" / "training_seg_01.nii.gz"

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from SegLossBrainLib.labels import load_label_table
-from SegLossBrainLib.metrics import dice_per_label
-from SegLossBrainLib.models import load_model
-from SegLossBrainLib.synth import SynthesisSettings, SyntheticBrainGenerator
+from SegLossBrainLib.evaluation.metrics import dice_per_label
+from SegLossBrainLib.models.files import load_model
+from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPS = ROOT.parent / "shared" / "data" / "synthseg_label_maps"

@@ -18,13 +18,13 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from SegLossBrainLib import grid as grids
-from SegLossBrainLib.inference import predict_probabilities
+from SegLossBrainLib.preprocessing import grid as grids
+from SegLossBrainLib.inference.segment import predict_probabilities
 from SegLossBrainLib.labels import load_label_table
-from SegLossBrainLib.metrics import dice_per_label
-from SegLossBrainLib.models import load_model
+from SegLossBrainLib.evaluation.metrics import dice_per_label
+from SegLossBrainLib.models.files import load_model
 from SegLossBrainLib.resources import shipped_models_dir
-from SegLossBrainLib.synth import SynthesisSettings, SyntheticBrainGenerator
+from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPS = ROOT.parent / "shared" / "data" / "synthseg_label_maps"

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from SegLossBrainLib.islands import suppress_islands
+from SegLossBrainLib.postprocessing.islands import suppress_islands
 from SegLossBrainLib.labels import load_label_table
-from SegLossBrainLib.metrics import dice_per_label
-from SegLossBrainLib.models import load_model
+from SegLossBrainLib.evaluation.metrics import dice_per_label
+from SegLossBrainLib.models.files import load_model
 from SegLossBrainLib.resources import shipped_models_dir
-from SegLossBrainLib.synth import SynthesisSettings, SyntheticBrainGenerator
+from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPS = ROOT.parent / "shared" / "data" / "synthseg_label_maps"

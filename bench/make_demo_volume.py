@@ -10,7 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from SegLossBrainLib.synth import SynthesisSettings, SyntheticBrainGenerator
+from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
 
 
 def main(label_map: str, out_dir: str, seed: int = 4) -> None:

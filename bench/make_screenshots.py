@@ -31,7 +31,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from PIL import Image  # noqa: E402 (installed with matplotlib)
 
 from SegLossBrainLib.labels import load_label_table  # noqa: E402
-from SegLossBrainLib.volumes import read_image, same_grid  # noqa: E402
+from SegLossBrainLib.imageio.volumes import read_image, same_grid  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = ROOT.parent / "shared" / "data" / "real_dev" / "bert_fs7.2_norm.nii.gz"
@@ -46,7 +46,7 @@ WIDTH_PX, DPI = 1200, 100
 def run_segmentation(image: sitk.Image, model: Path, device: str, threads: int):
     import torch
 
-    from SegLossBrainLib.inference import segment
+    from SegLossBrainLib.inference.segment import segment
 
     torch.manual_seed(0)
     torch.set_num_threads(threads)
@@ -344,7 +344,7 @@ def main(argv=None) -> None:
 
     table = load_label_table()
     image = read_image(args.image)
-    from SegLossBrainLib.models import read_metadata
+    from SegLossBrainLib.models.files import read_metadata
 
     metadata = read_metadata(args.model)
     if args.labels:

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402 (installed with matplotlib)
 
 from SegLossBrainLib.labels import load_label_table  # noqa: E402
-from SegLossBrainLib.synth import SynthesisSettings, SyntheticBrainGenerator  # noqa: E402
+from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrainGenerator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MAPS = ROOT.parent / "shared" / "data" / "synthseg_label_maps"

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from SegLossBrainLib.bn_recalibration import recalibrate_batchnorm
+from SegLossBrainLib.training.bn_recalibration import recalibrate_batchnorm
 from SegLossBrainLib.labels import load_label_table
-from SegLossBrainLib.models import load_model, read_metadata, save_model
-from SegLossBrainLib.synth import SynthesisSettings, SyntheticBrainGenerator
-from SegLossBrainLib.validation import synthetic_dice
+from SegLossBrainLib.models.files import load_model, read_metadata, save_model
+from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
+from SegLossBrainLib.training.validation import synthetic_dice
 
 MAPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthseg_label_maps"
 HELD_OUT = ("training_seg_19.nii.gz", "training_seg_20.nii.gz")

@@ -24,10 +24,10 @@ PAIRS = [("bert", "bert_fs7.2_norm.nii.gz", "bert_fs7.2_aseg.nii.gz"),
 
 
 def evaluate_dev(model_path: Path) -> dict:
-    from SegLossBrainLib.inference import segment
+    from SegLossBrainLib.inference.segment import segment
     from SegLossBrainLib.labels import load_label_table
-    from SegLossBrainLib.metrics import evaluate_labels, mean_over
-    from SegLossBrainLib.volumes import read_image
+    from SegLossBrainLib.evaluation.metrics import evaluate_labels, mean_over
+    from SegLossBrainLib.imageio.volumes import read_image
 
     table = load_label_table()
     results = {}
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--status", default="preliminary", choices=["preliminary", "released"],
                         help="preliminary: below the quality target; segment prints a note with every result")
     args = parser.parse_args()
-    from SegLossBrainLib.models import load_model, metadata_path, read_metadata
+    from SegLossBrainLib.models.files import load_model, metadata_path, read_metadata
 
     load_model(args.weights)  # refuses anything corrupted or mismatched before it is shipped
     meta = read_metadata(args.weights)

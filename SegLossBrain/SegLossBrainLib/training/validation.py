@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .metrics import dice_per_label
+from ..evaluation.metrics import dice_per_label
 
 VALIDATION_SEED = 20181  # fixed: every validation draws the same synthetic images
 
@@ -19,7 +19,7 @@ def _scored_mean(dice: np.ndarray, indices: list[int]) -> float:
 
 
 def synthetic_dice(network, table, label_maps, size, device, synthesis: dict | None = None) -> dict:
-    from .synth import SynthesisSettings, SyntheticBrainGenerator
+    from ..synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
 
     settings = SynthesisSettings(**{**(synthesis or {}), "patch_size": tuple(size)})
     generator = SyntheticBrainGenerator(label_maps, settings, device=device)
@@ -39,8 +39,8 @@ def synthetic_dice(network, table, label_maps, size, device, synthesis: dict | N
 def real_dice(network, table, pairs, device) -> dict:
     import SimpleITK as sitk
 
-    from .inference import segment
-    from .volumes import read_image
+    from ..inference.segment import segment
+    from ..imageio.volumes import read_image
 
     results = {}
     for image_path, labels_path, name in pairs:

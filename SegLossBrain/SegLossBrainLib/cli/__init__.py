@@ -59,7 +59,7 @@ def _write_volumes_csv(volumes_ml: dict, path: Path) -> None:
 
 
 def _check_output_path(path: Path) -> None:
-    from .volumes import InputError
+    from ..imageio.volumes import InputError
 
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
@@ -69,8 +69,8 @@ def _check_output_path(path: Path) -> None:
 
 
 def run_segment(args, reporter: Reporter) -> int:
-    from .inference import segment
-    from .volumes import read_image
+    from ..inference.segment import segment
+    from ..imageio.volumes import read_image
 
     outputs = [Path(args.output)] + [Path(p) for p in (args.probabilities, args.confidence, args.volumes) if p]
     for path in outputs:  # fail before an hour of work, not after
@@ -103,7 +103,7 @@ def run_segment(args, reporter: Reporter) -> int:
 def _write_outputs(args, result, written: list) -> None:
     import SimpleITK as sitk
 
-    from .volumes import write_image
+    from ..imageio.volumes import write_image
 
     written.append(write_image(result.labels, args.output))
     if args.confidence:
@@ -126,10 +126,10 @@ def _write_outputs(args, result, written: list) -> None:
 def run_info(args, reporter: Reporter) -> int:
     import torch
 
-    from . import __version__
-    from .inference import select_device
-    from .labels import load_label_table
-    from .models import list_models, user_model_store
+    from .. import __version__
+    from ..inference.segment import select_device
+    from ..labels import load_label_table
+    from ..models.files import list_models, user_model_store
 
     table = load_label_table()
     print(f"SegLossBrain {__version__}, torch {torch.__version__}, device auto -> {select_device('auto').type}")
@@ -148,7 +148,7 @@ def run_info(args, reporter: Reporter) -> int:
 
 
 def run_demo(args, reporter: Reporter) -> int:
-    from .resources import resources_dir
+    from ..resources import resources_dir
 
     sample = resources_dir() / "Samples" / "synthetic_t1_demo.nii.gz"
     output_dir = Path(args.output_dir)
@@ -204,13 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="models, label table and device")
     info.set_defaults(handler=run_info)
 
-    from .cli_training import add_training_commands
+    from .training import add_training_commands
 
     add_training_commands(commands)
-    from .cli_finetune import add_finetune_commands
+    from .finetune import add_finetune_commands
 
     add_finetune_commands(commands)
-    from .cli_study import add_study_commands
+    from .study import add_study_commands
 
     add_study_commands(commands)
     return parser
@@ -220,9 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     reporter = Reporter(getattr(args, "progress_json", False))
-    from .labels import LabelError
-    from .models import ModelError
-    from .volumes import InputError
+    from ..labels import LabelError
+    from ..models.files import ModelError
+    from ..imageio.volumes import InputError
 
     try:
         return args.handler(args, reporter)
@@ -243,6 +243,3 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return EXIT_FAILURE
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
 
 def _parse_size(text: str) -> tuple:
@@ -33,7 +33,7 @@ def _loss_params(text: str | None) -> dict:
 
 
 def run_train(args, reporter) -> int:
-    from .training import TrainingConfig, set_threads, train
+    from ..training.trainer import TrainingConfig, set_threads, train
 
     set_threads(args.threads)
     maps = sorted(str(p) for p in Path(args.label_maps).glob("*.nii*")) if Path(args.label_maps).is_dir() \
@@ -87,10 +87,10 @@ def run_train(args, reporter) -> int:
 def run_evaluate(args, reporter) -> int:
     import SimpleITK as sitk
 
-    from .inference import segment
-    from .labels import load_label_table
-    from .metrics import evaluate_labels, mean_over
-    from .volumes import InputError, read_image, same_grid
+    from ..inference.segment import segment
+    from ..labels import load_label_table
+    from ..evaluation.metrics import evaluate_labels, mean_over
+    from ..imageio.volumes import InputError, read_image, same_grid
 
     table = load_label_table()
     if len(args.images) != len(args.labels):
@@ -130,7 +130,7 @@ def run_evaluate(args, reporter) -> int:
 
 
 def add_training_commands(commands) -> None:
-    from .cli import _fraction  # cli imports this module inside build_parser, so no cycle at import
+    from . import _fraction  # cli imports this module inside build_parser, so no cycle at import
 
     train = commands.add_parser("train", help="train the network on synthetic brains made from label maps")
     train.add_argument("--label-maps", default=str(DEFAULT_DATA / "synthseg_label_maps"),

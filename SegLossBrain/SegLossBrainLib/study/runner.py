@@ -158,7 +158,7 @@ def check_settings(out, manifest: dict, settings: StudySettings) -> None:
 
 def open_study(out, settings: StudySettings) -> dict:
     """Create ``out/study.json`` or check that the recorded study has these settings (StudyError if not)."""
-    from .labels import load_label_table
+    from ..labels import load_label_table
 
     out = Path(out)
     manifest = load_manifest(out)
@@ -201,7 +201,7 @@ def checkpoint_state(run_dir: Path) -> dict | None:
 
 def _trim_log(run_dir: Path, step: int) -> None:
     """Drop log records past the checkpoint: the resumed run writes them again."""
-    from .training_plots import read_log
+    from ..training.plots import read_log
 
     log = run_dir / "log.jsonl"
     if log.is_file():
@@ -219,7 +219,7 @@ def _fresh(run_dir: Path) -> None:
 
 def _run_one(out: Path, manifest: dict, settings: StudySettings, rid: str, arm: str, lr: float,
              emit: Callable[[dict], None]) -> str:
-    from .training import Trainer, TrainingConfig
+    from ..training.trainer import Trainer, TrainingConfig
 
     architecture, loss, params = ARMS[arm] if arm != VNET else (VNET, *ARMS[manifest["vnet_loss"]][1:])
     run_dir = out / rid
@@ -308,8 +308,8 @@ def recalibrate(network, settings: StudySettings, device: str):
     comparison (``bn_recalibration``)."""
     import torch
 
-    from .bn_recalibration import recalibrate_batchnorm
-    from .synth import SynthesisSettings, SyntheticBrainGenerator
+    from ..training.bn_recalibration import recalibrate_batchnorm
+    from ..synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
 
     generator = SyntheticBrainGenerator(
         settings.label_maps, SynthesisSettings(**{**settings.synthesis, "patch_size": settings.validation_size}),
@@ -321,9 +321,9 @@ def recalibrate(network, settings: StudySettings, device: str):
 def evaluate_run(run_dir: Path, settings: StudySettings, device: str) -> dict | None:
     """Per-structure Dice of ``run_dir/best.safetensors`` on the held-out synthetic maps and the real scans;
     cached in ``evaluation.json`` while the weights and the evaluation inputs are unchanged."""
-    from .labels import load_label_table
-    from .models import load_model
-    from .validation import real_dice, synthetic_dice
+    from ..labels import load_label_table
+    from ..models.files import load_model
+    from ..training.validation import real_dice, synthetic_dice
 
     best = Path(run_dir) / "best.safetensors"
     if not best.is_file():

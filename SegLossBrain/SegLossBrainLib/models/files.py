@@ -20,8 +20,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .labels import load_label_table
-from .resources import shipped_models_dir
+from ..labels import load_label_table
+from ..resources import shipped_models_dir
 
 FORMAT_VERSION = 1
 DEFAULT_MODEL_NAME = "wong2018-explog"
@@ -126,7 +126,7 @@ def load_model(path: str | os.PathLike, device: str = "cpu"):
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    from .networks import build_network
+    from ..networks import build_network
 
     path = Path(path)
     metadata = read_metadata(path)

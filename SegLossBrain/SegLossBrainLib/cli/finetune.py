@@ -17,7 +17,7 @@ import threading
 
 STOP_FILE_POLL_SECONDS = 0.5
 
-from .cli_training import _loss_params, _parse_size
+from .training import _loss_params, _parse_size
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -48,8 +48,8 @@ def watch_stop_file(path: str, cancel: threading.Event, done: threading.Event,
 
 
 def run_finetune(args, reporter) -> int:
-    from .finetune import FinetuneConfig, finetune
-    from .training import set_threads
+    from ..finetuning.finetune import FinetuneConfig, finetune
+    from ..training.trainer import set_threads
 
     set_threads(args.threads)
     config = FinetuneConfig(
@@ -113,7 +113,7 @@ def _print_summary(result) -> None:
 
 
 def run_models(args, reporter) -> int:
-    from . import model_store
+    from ..models import store as model_store
 
     action = args.models_command
     if action == "list":

@@ -31,11 +31,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .labels import load_label_table
-from .losses import get_loss, label_weights_from_frequencies
-from .models import load_model, save_model
-from .networks import build_network
-from .synth import SynthesisSettings, SyntheticBrainGenerator
+from ..labels import load_label_table
+from ..losses import get_loss, label_weights_from_frequencies
+from ..models.files import load_model, save_model
+from ..networks import build_network
+from ..synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
 
 CHECKPOINT_NAME = "last.pt"
 BEST_NAME = "best.safetensors"
@@ -259,7 +259,7 @@ class Trainer:
                     module.eval()
 
     def _model_metadata(self, validation: dict | None) -> dict:
-        from .losses import loss_parameters
+        from ..losses import loss_parameters
 
         effective = {**loss_parameters(self.config.loss), **self.loss_params}  # defaults recorded explicitly
         loss_params = {k: v for k, v in effective.items() if k not in ("label_weights", "label_frequencies")}
@@ -353,7 +353,7 @@ class Trainer:
 
     def _plot(self) -> None:
         try:
-            from .training_plots import plot_curves
+            from .plots import plot_curves
         except ImportError:  # matplotlib is optional
             return
         try:

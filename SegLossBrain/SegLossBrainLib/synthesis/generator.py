@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .grid_constants import NETWORK_SPACING_MM, SIZE_MULTIPLE
-from .intensity import normalise_intensity
-from .synth_geometry import (LabelMapSource, forward_linear, known_generation_labels, output_grid, patch_centre,
-                             sample_nearest, smooth_displacement)
-from .synth_intensity import (uniform_draws, apply_gamma, bias_field, degrade_resolution, draw_label_intensities,
-                              gaussian_blur)
+from ..preprocessing.grid_constants import NETWORK_SPACING_MM, SIZE_MULTIPLE
+from ..preprocessing.intensity import normalise_intensity
+from .geometry import (LabelMapSource, forward_linear, known_generation_labels, output_grid, patch_centre,
+                       sample_nearest, smooth_displacement)
+from .intensity import (uniform_draws, apply_gamma, bias_field, degrade_resolution, draw_label_intensities,
+                        gaussian_blur)
 
 __all__ = ["SynthesisSettings", "LabelMapSource", "SyntheticBrainGenerator", "known_generation_labels"]
 

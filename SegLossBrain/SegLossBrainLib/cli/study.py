@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from .cli_training import DEFAULT_DATA, _parse_size
+from .training import DEFAULT_DATA, _parse_size
 
 DEFAULT_HELD_OUT = "training_seg_19.nii.gz,training_seg_20.nii.gz"
 DEFAULT_REAL = (("real_dev/bert_fs7.2_norm.nii.gz", "real_dev/bert_fs7.2_aseg.nii.gz", "bert"),
@@ -18,7 +18,7 @@ def _find(path: str, data: Path) -> str:
         return path
     found = sorted(data.rglob(Path(path).name)) if data.is_dir() else []
     if not found:
-        from .study import StudyError
+        from ..study.runner import StudyError
 
         raise StudyError(f"{path} not found, nor a file of that name under {data}; pass --data FOLDER")
     return str(found[0])
@@ -45,7 +45,7 @@ def _data_options(args, data: Path) -> dict:
 
 
 def _settings(args, device: str):
-    from .study import StudyError, StudySettings, load_manifest, parse_arms
+    from ..study.runner import StudyError, StudySettings, load_manifest, parse_arms
 
     data = Path(args.data)
     given = {
@@ -84,9 +84,9 @@ def _settings(args, device: str):
 def run_study_command(args, reporter) -> int:
     import torch
 
-    from .study import check_settings, load_manifest, record_evaluation_settings, run_study
-    from .study_report import report_study
-    from .training import set_threads
+    from ..study.runner import check_settings, load_manifest, record_evaluation_settings, run_study
+    from ..study.report import report_study
+    from ..training.trainer import set_threads
 
     set_threads(args.threads)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .labels import CSF_INDEX, LabelError, load_label_table
+from ..labels import CSF_INDEX, LabelError, load_label_table
 
 # Values the training maps carry besides the label table's aseg values (data README): lesions 25/57 are in
 # the table already (as white matter), vessels and the 5th ventricle are not; 136/137/163/164 and the

@@ -9,11 +9,11 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from . import grid as grids
-from .islands import suppress_islands
-from .labels import load_label_table
-from .models import load_model, resolve_model
-from .volumes import check_image
+from ..preprocessing import grid as grids
+from ..postprocessing.islands import suppress_islands
+from ..labels import load_label_table
+from ..models.files import load_model, resolve_model
+from ..imageio.volumes import check_image
 
 ProgressCallback = Callable[[float, str], None]
 

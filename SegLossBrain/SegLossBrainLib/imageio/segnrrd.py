@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import SimpleITK as sitk
 
-from .labels import load_label_table
+from ..labels import load_label_table
 
 
 def with_segment_metadata(labels: sitk.Image) -> sitk.Image:

@@ -38,14 +38,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import model_store
-from .finetune_data import PairSampler, TrainingPair, load_pair
-from .inference import predict_probabilities, select_device
-from .labels import load_label_table
-from .losses import get_loss, label_weights_from_frequencies
-from .metrics import dice_per_label
-from .models import NoModelError, read_metadata, resolve_model, sha256_of, shipped_models_dir, _is_within
-from .training import WEIGHTED_LOSSES, Trainer, TrainingConfig
+from ..models import store as model_store
+from .pairs import PairSampler, TrainingPair, load_pair
+from ..inference.segment import predict_probabilities, select_device
+from ..labels import load_label_table
+from ..losses import get_loss, label_weights_from_frequencies
+from ..evaluation.metrics import dice_per_label
+from ..models.files import NoModelError, read_metadata, resolve_model, sha256_of, shipped_models_dir, _is_within
+from ..training.trainer import WEIGHTED_LOSSES, Trainer, TrainingConfig
 
 EventCallback = Callable[[dict], None]
 

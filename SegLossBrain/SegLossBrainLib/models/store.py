@@ -28,8 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import models
-from .models import ModelError, load_model, metadata_path, save_model, user_model_store
+from . import files as models
+from .files import ModelError, load_model, metadata_path, save_model, user_model_store
 
 LOCK_NAME = ".finetune.lock"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .study import VNET, StudySettings, checkpoint_state, run_id
+from .runner import VNET, StudySettings, checkpoint_state, run_id
 
 CSV_COLUMNS = ("arm", "lr", "set", "case", "structure", "size_rank", "scored", "dice")
 FULL_PATCH = (128, 128, 128)  # the paper trained on whole images of this size
@@ -161,7 +161,7 @@ def markdown(out: Path, settings: StudySettings, manifest: dict, evaluations: di
 
 
 def _validation_series(run_dir: Path) -> tuple[list, list, list]:
-    from .training_plots import read_log
+    from ..training.plots import read_log
 
     log = run_dir / "log.jsonl"
     records = {r["step"]: r for r in read_log(log) if "validation" in r} if log.is_file() else {}
@@ -248,7 +248,7 @@ def plot_structure_dice(out: Path, settings: StudySettings, manifest: dict, eval
 
 def write_report(out, settings: StudySettings, manifest: dict, evaluations: dict) -> dict:
     """Write results.csv, results.md and the two plots; returns {"files": [...], "note": [...]}."""
-    from .labels import load_label_table
+    from ..labels import load_label_table
 
     out = Path(out)
     table = load_label_table()
@@ -273,7 +273,7 @@ def write_report(out, settings: StudySettings, manifest: dict, evaluations: dict
 
 def report_study(out, settings: StudySettings, manifest: dict, on_event=None) -> dict:
     """Evaluate every run's best weights (cached) and write the report files."""
-    from .study import evaluate_runs
+    from .runner import evaluate_runs
 
     evaluations = evaluate_runs(out, settings, manifest, on_event)
     return write_report(out, settings, manifest, evaluations)

@@ -1,0 +1,1 @@
+"""Scores of a segmentation against a reference: Dice, HD95, volume difference."""

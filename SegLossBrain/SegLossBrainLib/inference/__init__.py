@@ -1,0 +1,1 @@
+"""Segmenting a volume: image in, labelmap on exactly its grid out."""

@@ -1,0 +1,1 @@
+"""Model files (weights + metadata + sha256) and the user model store."""

@@ -1,0 +1,1 @@
+"""Clean-up of predicted probabilities before they become labels."""

@@ -1,0 +1,1 @@
+"""Between an image and the network: the network grid, resampling, intensity normalisation."""

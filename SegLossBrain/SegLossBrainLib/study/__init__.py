@@ -1,0 +1,1 @@
+"""The loss study of Wong et al. 2018: runs, evaluation and report."""

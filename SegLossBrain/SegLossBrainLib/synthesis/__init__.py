@@ -1,0 +1,1 @@
+"""Synthetic training pairs (image, target) drawn from whole-head label maps."""

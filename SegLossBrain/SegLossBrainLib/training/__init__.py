@@ -1,0 +1,1 @@
+"""The one training loop, its validation, BatchNorm recalibration and training curves."""
