@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-from .training import DEFAULT_DATA, _parse_size
+from .common import DEFAULT_DATA, StepPrinter, parse_size, real_pair
 
 DEFAULT_HELD_OUT = "training_seg_19.nii.gz,training_seg_20.nii.gz"
 DEFAULT_REAL = (("real_dev/bert_fs7.2_norm.nii.gz", "real_dev/bert_fs7.2_aseg.nii.gz", "bert"),
@@ -40,7 +39,7 @@ def _data_options(args, data: Path) -> dict:
     if args.no_real:
         given["real_pairs"] = []
     elif args.real:
-        given["real_pairs"] = [(*pair.split(","), Path(pair.split(",")[0]).name.split(".")[0]) for pair in args.real]
+        given["real_pairs"] = [real_pair(pair) for pair in args.real]
     return given
 
 
@@ -49,12 +48,12 @@ def _settings(args, device: str):
 
     data = Path(args.data)
     given = {
-        "steps": args.steps, "patch_size": _parse_size(args.patch_size) if args.patch_size else None,
+        "steps": args.steps, "patch_size": parse_size(args.patch_size) if args.patch_size else None,
         "arms": parse_arms(args.arms) if args.arms else None,
         "learning_rates": [float(v) for v in args.learning_rates.split(",")] if args.learning_rates else None,
         "seed": args.seed, "validate_every": args.validate_every, "checkpoint_every": args.checkpoint_every,
         "precision": args.precision,
-        "validation_size": _parse_size(args.validation_size) if args.validation_size else None,
+        "validation_size": parse_size(args.validation_size) if args.validation_size else None,
         "recalibrate_bn": args.recalibrate_bn,
         **_data_options(args, data),
     }
@@ -81,6 +80,23 @@ def _settings(args, device: str):
     return StudySettings(**recorded), manifest
 
 
+def _describe(event: dict) -> str | None:
+    kind, run = event.get("event"), event.get("run", "")
+    if kind == "validation":
+        return f"[{run}] step {event['step']}: held-out synthetic Dice {event['synthetic_mean']:.3f}, " \
+               f"real Dice {event['real_mean']:.3f}"
+    if kind == "run_end":
+        return f"[{run}] {event['status']} at step {event['step']}"
+    if kind == "run_skip":
+        return f"[{run}] skipped: {event['reason']}"
+    if kind == "vnet_choice":
+        return (f"V-Net arm uses the loss of {event['arm']} (held-out synthetic Dice by arm: "
+                f"{json.dumps({k: round(v, 4) for k, v in (event['scores'] or {}).items()})})")
+    if kind == "evaluate":
+        return f"[{run}] evaluating best weights"
+    return f"[{run}] {event['message']}" if "message" in event else None
+
+
 def run_study_command(args, reporter) -> int:
     import torch
 
@@ -91,49 +107,19 @@ def run_study_command(args, reporter) -> int:
     set_threads(args.threads)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     settings, manifest = _settings(args, device)
-    bars = {}
-
-    def on_event(event: dict) -> None:
-        if reporter.json_lines:
-            reporter.emit(**event)
-            return
-        kind, run = event.get("event"), event.get("run", "")
-        if kind == "run_start":
-            from tqdm import tqdm
-
-            bars[run] = tqdm(total=event["steps"], initial=event["from_step"], file=sys.stderr, desc=run, unit="step")
-        elif kind == "step" and run in bars:
-            bars[run].n = event["step"]
-            bars[run].set_postfix(loss=event["loss"])
-            bars[run].refresh()
-        elif kind == "validation":
-            line = f"[{run}] step {event['step']}: held-out synthetic Dice {event['synthetic_mean']:.3f}, " \
-                   f"real Dice {event['real_mean']:.3f}"
-            bars[run].write(line) if run in bars else print(line, file=sys.stderr)
-        elif kind == "run_end" and run in bars:
-            bars.pop(run).close()
-            print(f"[{run}] {event['status']} at step {event['step']}", file=sys.stderr)
-        elif kind == "run_skip":
-            print(f"[{run}] skipped: {event['reason']}", file=sys.stderr)
-        elif kind == "vnet_choice":
-            print(f"V-Net arm uses the loss of {event['arm']} (held-out synthetic Dice by arm: "
-                  f"{json.dumps({k: round(v, 4) for k, v in (event['scores'] or {}).items()})})", file=sys.stderr)
-        elif kind == "evaluate":
-            print(f"[{run}] evaluating best weights", file=sys.stderr)
-        elif "message" in event:
-            print(f"[{run}] {event['message']}", file=sys.stderr)
-
+    printer = StepPrinter(reporter, "study", _describe)
     if args.report_only:
         check_settings(args.out, manifest, settings)
         record_evaluation_settings(args.out, manifest, settings)
     else:
-        result = run_study(args.out, settings, on_event)
-        for bar in bars.values():
-            bar.close()
+        try:
+            result = run_study(args.out, settings, printer)
+        finally:
+            printer.close()
         if result["status"] == "stopped":
             print(f"study stopped; run the same command again to continue ({Path(args.out) / 'study.json'})")
             return 0
-    report = report_study(args.out, settings, load_manifest(args.out), on_event)
+    report = report_study(args.out, settings, load_manifest(args.out), printer)
     for line in report["note"]:
         print(line)
     for path in report["files"]:

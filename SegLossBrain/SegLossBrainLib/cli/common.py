@@ -1,0 +1,138 @@
+"""What every ``seglossbrain`` sub-command shares: exit codes, the progress reporter, the printer of training
+progress, and the parsers of option values. Imports no other CLI file, so sub-command files import only this."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+
+
+class Reporter:
+    """One progress stream, shown as a tqdm bar on stderr or as JSON lines on stdout."""
+
+    def __init__(self, json_lines: bool):
+        self.json_lines = json_lines
+        self.bar = None
+
+    def emit(self, event: str, **fields) -> None:
+        if self.json_lines:
+            print(json.dumps({"event": event, **fields}), flush=True)
+
+    def progress(self, fraction: float, message: str) -> None:
+        if self.json_lines:
+            self.emit("progress", fraction=round(fraction, 3), message=message)
+            return
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=100, file=sys.stderr, bar_format="{l_bar}{bar}| {elapsed}", leave=False)
+        self.bar.set_description(message)
+        self.bar.update(int(fraction * 100) - self.bar.n)
+
+    def log(self, message: str) -> None:
+        if self.json_lines:
+            self.emit("log", message=message)
+        else:
+            print(message, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class StepPrinter:
+    """The events of training loops (``train``, ``finetune``, ``study``): passed on as JSON lines, or shown as one
+    tqdm bar per run on stderr (made at the run's start or first step, so that a refused run prints only its
+    error) with every other event as a line from ``describe`` (``None``: nothing printed)."""
+
+    def __init__(self, reporter: Reporter, label: str, describe: Callable[[dict], str | None]):
+        self.reporter, self.label, self.describe = reporter, label, describe
+        self.bars: dict = {}
+
+    def __call__(self, event: dict) -> None:
+        if self.reporter.json_lines:
+            self.reporter.emit(**event)
+            return
+        kind, run = event.get("event"), event.get("run", "")
+        if kind == "run_start":
+            self._bar(run, event["steps"], event["from_step"])
+        elif kind == "step":
+            bar = self.bars.get(run) or self._bar(run, event["total"], 0)
+            bar.n = event["step"]
+            extra = {"eta": f"{event['eta_s']:.0f}s"} if "eta_s" in event else {}
+            bar.set_postfix(loss=event["loss"], **extra)
+            bar.refresh()
+        else:
+            if kind == "run_end" and run in self.bars:
+                self.bars.pop(run).close()
+            line = self.describe(event)
+            if line is not None:
+                self.write(line, run)
+
+    def _bar(self, run: str, total: int, initial: int):
+        from tqdm import tqdm
+
+        self.bars[run] = tqdm(total=total, initial=initial, file=sys.stderr, desc=run or self.label, unit="step")
+        return self.bars[run]
+
+    def write(self, line: str, run: str = "") -> None:
+        bar = self.bars.get(run)
+        bar.write(line) if bar is not None else print(line, file=sys.stderr)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction between 0 and 1 (e.g. 0.1)")
+    return value
+
+
+def parse_size(text: str) -> tuple:
+    parts = [int(p) for p in text.lower().replace("x", ",").split(",") if p]
+    if len(parts) == 1:
+        parts *= 3
+    if len(parts) != 3:
+        raise ValueError(f"size {text!r}: give N or DxHxW")
+    return tuple(parts)
+
+
+def loss_params(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--loss-params must be JSON, e.g. '{{\"gamma_dice\": 0.3}}' ({error})") from None
+    if not isinstance(params, dict):
+        raise ValueError("--loss-params must be a JSON object")
+    return params
+
+
+def real_pair(text: str) -> tuple[str, str, str]:
+    """``IMAGE,ASEG`` -> (image, aseg, case name from the image's file name)."""
+    image, labels = text.split(",")
+    return image, labels, Path(image).name.split(".")[0]
+
+
+def format_dice(value) -> str:
+    return "  n/a" if value is None else f"{value:.3f}"
+
+
+def add_progress_json(parser, what: str = "progress and results") -> None:
+    """``--progress-json`` on a sub-command as well as before it (``seglossbrain --progress-json CMD``)."""
+    parser.add_argument("--progress-json", action="store_true", default=argparse.SUPPRESS,
+                        help=f"{what} as JSON lines on stdout")

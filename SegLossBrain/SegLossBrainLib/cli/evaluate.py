@@ -1,0 +1,67 @@
+"""``seglossbrain evaluate``: Dice, HD95 and volume difference of the segmentation against reference labels."""
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+
+from .common import fraction
+
+
+def run_evaluate(args, reporter) -> int:
+    import SimpleITK as sitk
+
+    from ..inference.segment import segment
+    from ..labels import load_label_table
+    from ..evaluation.metrics import evaluate_labels, mean_over
+    from ..imageio.volumes import InputError, read_image, same_grid
+
+    table = load_label_table()
+    if len(args.images) != len(args.labels):
+        raise ValueError(f"{len(args.images)} images but {len(args.labels)} label maps: give one label map per image")
+    rows = []
+    for image_path, labels_path in zip(args.images, args.labels):
+        image, reference_image = read_image(image_path), read_image(labels_path)
+        if not same_grid(image, reference_image):
+            raise InputError(f"{labels_path} is not on the grid of {image_path} (size, spacing, origin or direction "
+                             "differ); resample the labels onto the image first")
+        reference = sitk.GetArrayFromImage(reference_image)
+        reference = table.map_freesurfer(reference) if args.aseg else table.to_index_labels(reference)[0]
+        result = segment(image, model=args.model, device=args.device, tta=args.tta, progress=reporter.progress,
+                         island_fraction=args.remove_islands)
+        reporter.close()
+        prediction = sitk.GetArrayFromImage(result.labels)
+        spacing = tuple(reversed(image.GetSpacing()))
+        case = Path(image_path).name.split(".")[0]
+        case_rows = evaluate_labels(prediction, reference, spacing, table.names)
+        for row in case_rows:
+            row["case"] = case
+        rows += case_rows
+        scored = table.scored_indices
+        print(f"{case}: mean Dice over the {len(scored)} scored structures {mean_over(case_rows, 'dice', scored):.4f}")
+        for row in case_rows:
+            note = "" if row["index"] in scored else "  (not scored)"
+            print(f"  {row['structure']:28s} Dice {row['dice']:.3f}  HD95 {row['hd95_mm']:6.2f} mm  "
+                  f"volume {row['volume_diff_percent']:+7.1f} %{note}")
+    if args.csv:
+        handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=Path(args.csv).parent)
+        with os.fdopen(handle, "w", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=["case"] + [k for k in rows[0] if k != "case"])
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(temporary, args.csv)
+    return 0
+
+
+def add_evaluate_command(commands) -> None:
+    evaluate = commands.add_parser("evaluate", help="Dice, HD95 and volume difference against reference labels")
+    evaluate.add_argument("--images", nargs="+", required=True)
+    evaluate.add_argument("--labels", nargs="+", required=True)
+    evaluate.add_argument("--aseg", action="store_true", help="labels are FreeSurfer aseg values")
+    evaluate.add_argument("--model")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--tta", action="store_true")
+    evaluate.add_argument("--remove-islands", type=fraction, default=0.0, metavar="FRACTION", help="as segment")
+    evaluate.add_argument("--csv", help="write per-structure rows to this CSV")
+    evaluate.set_defaults(handler=run_evaluate)
