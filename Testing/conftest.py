@@ -8,9 +8,11 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from SegLossBrainLib.paths import find_data_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-needs_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent")
+SHARED_DATA = find_data_dir()  # $SEGLOSSBRAIN_DATA, or ../shared/data beside this checkout; None when absent
+needs_shared_data = pytest.mark.skipif(SHARED_DATA is None, reason="no data folder ($SEGLOSSBRAIN_DATA or ../shared/data)")
 
 
 def rotation(ax: float, ay: float, az: float) -> np.ndarray:

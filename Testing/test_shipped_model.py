@@ -8,11 +8,12 @@ from conftest import SHARED_DATA, needs_shared_data
 from SegLossBrainLib.inference.segment import segment
 from SegLossBrainLib.labels import load_label_table
 from SegLossBrainLib.models.files import DEFAULT_MODEL_NAME, read_metadata
+from SegLossBrainLib.paths import REAL_DEV, REAL_DEV_SCANS
 from SegLossBrainLib.resources import shipped_models_dir
 
-DEV = SHARED_DATA / "real_dev"
-CASES = [("bert", "bert_fs7.2_norm.nii.gz", "bert_fs7.2_aseg.nii.gz"),
-         ("voxelmorph test", "vxm_test_T1norm.nii.gz", "vxm_test_aseg.nii.gz")]
+DEV = SHARED_DATA / REAL_DEV if SHARED_DATA else None
+CARD_NAMES = {"bert": "bert", "vxm": "voxelmorph test"}  # the case names of the model card
+CASES = [(CARD_NAMES[case], image, aseg) for case, image, aseg in REAL_DEV_SCANS]
 
 
 @needs_shared_data

@@ -13,11 +13,13 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from conftest import SHARED_DATA
 from SegLossBrainLib.labels import LabelError, load_label_table
+from SegLossBrainLib.paths import LABEL_MAPS
 from SegLossBrainLib.synthesis.generator import LabelMapSource, SynthesisSettings, SyntheticBrainGenerator, known_generation_labels
 from SegLossBrainLib.synthesis.geometry import rotation_matrix
 
-SHARED_MAPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "synthseg_label_maps"
+SHARED_MAPS = SHARED_DATA / LABEL_MAPS if SHARED_DATA else Path("no data folder")
 CENTRE_MM = np.array([3.3, -7.1, 12.6])  # phantom centre in LPS: an origin far from 0 catches offset bugs
 SCALP = 511
 PATCH = (32, 32, 32)  # 48 mm at 1.5 mm: the whole phantom

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Callable
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
-DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
 
 class Reporter:

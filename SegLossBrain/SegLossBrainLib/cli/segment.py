@@ -92,7 +92,8 @@ def run_info(args, reporter: Reporter) -> int:
     from .. import __version__
     from ..inference.segment import select_device
     from ..labels import load_label_table
-    from ..models.files import list_models, user_model_store
+    from ..models.files import list_models
+    from ..paths import user_model_store
 
     table = load_label_table()
     print(f"SegLossBrain {__version__}, torch {torch.__version__}, device auto -> {select_device('auto').type}")

@@ -4,17 +4,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import DEFAULT_DATA, StepPrinter, parse_size, real_pair
+from .. import paths
+from .common import StepPrinter, parse_size, real_pair
 
-DEFAULT_HELD_OUT = "training_seg_19.nii.gz,training_seg_20.nii.gz"
-DEFAULT_REAL = (("real_dev/bert_fs7.2_norm.nii.gz", "real_dev/bert_fs7.2_aseg.nii.gz", "bert"),
-                ("real_dev/vxm_test_T1norm.nii.gz", "real_dev/vxm_test_aseg.nii.gz", "vxm"))
+DEFAULT_HELD_OUT = ",".join(paths.HELD_OUT_MAPS)
 
 
-def _find(path: str, data: Path) -> str:
-    """``path`` itself, or a file of the same name under ``data`` (a study continued on another machine)."""
+def _data(args, option: str = "--data") -> Path:
+    """The data folder: --data, else $SEGLOSSBRAIN_DATA or ../shared/data beside a checkout (an error if none)."""
+    return Path(args.data) if args.data else paths.data_dir(option)
+
+
+def _find(path: str, args) -> str:
+    """``path`` itself, or a file of the same name under the data folder (a study continued on another machine)."""
     if Path(path).exists():
         return path
+    data = _data(args)
     found = sorted(data.rglob(Path(path).name)) if data.is_dir() else []
     if not found:
         from ..study.runner import StudyError
@@ -25,16 +30,26 @@ def _find(path: str, data: Path) -> str:
 
 def _maps(folder: Path, held_out_names: str) -> dict:
     maps = sorted(str(p) for p in Path(folder).glob("*.nii*"))
-    held_out = set(held_out_names.split(","))
-    return {"label_maps": [m for m in maps if Path(m).name not in held_out],
-            "validation_maps": [m for m in maps if Path(m).name in held_out]}
+    training, held_out = paths.split_held_out(maps, held_out_names.split(","))
+    return {"label_maps": training, "validation_maps": held_out}
 
 
-def _data_options(args, data: Path) -> dict:
+def _default_real_pairs(args) -> list:
+    """The real dev scans of the data folder that are there (none without a data folder)."""
+    data = Path(args.data) if args.data else paths.find_data_dir()
+    if data is None:
+        return []
+    folder = data / paths.REAL_DEV
+    return [(str(folder / i), str(folder / a), n) for n, i, a in paths.REAL_DEV_SCANS
+            if (folder / i).is_file() and (folder / a).is_file()]
+
+
+def _data_options(args) -> dict:
     """Training/held-out maps and real pairs from the options given (left out when not given)."""
     given = {}
     if args.label_maps is not None or args.validation_maps is not None:
-        given.update(_maps(Path(args.label_maps or data / "synthseg_label_maps"),
+        given.update(_maps(Path(args.label_maps) if args.label_maps else _data(args, "--data or --label-maps")
+                           / paths.LABEL_MAPS,
                            args.validation_maps or DEFAULT_HELD_OUT))
     if args.no_real:
         given["real_pairs"] = []
@@ -46,7 +61,6 @@ def _data_options(args, data: Path) -> dict:
 def _settings(args, device: str):
     from ..study.runner import StudyError, StudySettings, load_manifest, parse_arms
 
-    data = Path(args.data)
     given = {
         "steps": args.steps, "patch_size": parse_size(args.patch_size) if args.patch_size else None,
         "arms": parse_arms(args.arms) if args.arms else None,
@@ -55,7 +69,7 @@ def _settings(args, device: str):
         "precision": args.precision,
         "validation_size": parse_size(args.validation_size) if args.validation_size else None,
         "recalibrate_bn": args.recalibrate_bn,
-        **_data_options(args, data),
+        **_data_options(args),
     }
     given = {k: v for k, v in given.items() if v is not None}
     manifest = load_manifest(args.out)
@@ -65,18 +79,18 @@ def _settings(args, device: str):
         if "steps" not in given or "patch_size" not in given:
             raise StudyError("a new study needs --steps and --patch-size (see docs/LOSS_STUDY.md for the budget)")
         if "label_maps" not in given:
-            given.update(_maps(data / "synthseg_label_maps", DEFAULT_HELD_OUT))
+            given.update(_maps(_data(args, "--data or --label-maps") / paths.LABEL_MAPS, DEFAULT_HELD_OUT))
         if not given["label_maps"]:
-            raise StudyError(f"no training label maps found (looked in {data / 'synthseg_label_maps'}); pass --label-maps")
+            folder = args.label_maps or _data(args) / paths.LABEL_MAPS
+            raise StudyError(f"no training label maps found (looked in {folder}); pass --label-maps")
         if "real_pairs" not in given:
-            given["real_pairs"] = [(str(data / i), str(data / a), n) for i, a, n in DEFAULT_REAL
-                                   if (data / i).is_file() and (data / a).is_file()]
+            given["real_pairs"] = _default_real_pairs(args)
         return StudySettings(**given, device=device), None
     recorded = dict(manifest["settings"])
     recorded.update(given, device=device)
-    recorded["label_maps"] = [_find(p, data) for p in recorded["label_maps"]]
-    recorded["validation_maps"] = [_find(p, data) for p in recorded["validation_maps"]]
-    recorded["real_pairs"] = [(_find(i, data), _find(a, data), n) for i, a, n in recorded["real_pairs"]]
+    recorded["label_maps"] = [_find(p, args) for p in recorded["label_maps"]]
+    recorded["validation_maps"] = [_find(p, args) for p in recorded["validation_maps"]]
+    recorded["real_pairs"] = [(_find(i, args), _find(a, args), n) for i, a, n in recorded["real_pairs"]]
     return StudySettings(**recorded), manifest
 
 
@@ -138,14 +152,16 @@ def add_study_commands(commands) -> None:
     study.add_argument("--learning-rates", help="comma-separated, e.g. 1e-3,1e-4 (default 1e-3)")
     study.add_argument("--validate-every", type=int, help="steps between validations (default 500)")
     study.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 100)")
-    study.add_argument("--validation-size", help="held-out synthetic grid, N or DxHxW (default 112x144x112)")
+    study.add_argument("--validation-size", help="held-out synthetic grid, N or DxHxW (default "
+                                                 f"{'x'.join(map(str, paths.VALIDATION_SIZE))})")
     study.add_argument("--recalibrate-bn", type=int, metavar="N",
                        help="before scoring each run's best weights, re-estimate its BatchNorm statistics on N fresh "
                             "synthetic brains (same draw for every run; default 0: as trained)")
     study.add_argument("--seed", type=int, help="default 0")
     study.add_argument("--precision", choices=["fp32", "bf16"], help="default fp32")
-    study.add_argument("--data", default=str(DEFAULT_DATA), help="data folder (label maps, real_dev); files of a "
-                                                                 "continued study are looked up here by name if moved")
+    study.add_argument("--data", help=f"data folder (label maps, real_dev; default ${paths.DATA_ENV}, or ../shared/data "
+                                      "beside a source checkout); files of a continued study are looked up here by "
+                                      "name if moved")
     study.add_argument("--label-maps", help="folder of label maps (default DATA/synthseg_label_maps)")
     study.add_argument("--validation-maps", help=f"held-out file names (default {DEFAULT_HELD_OUT})")
     study.add_argument("--real", action="append", metavar="IMAGE,ASEG", help="real scan with aseg (repeatable; "

@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import DEFAULT_DATA, StepPrinter, loss_params, parse_size, real_pair
+from .. import paths
+from .common import StepPrinter, loss_params, parse_size, real_pair
 
 
 def _describe(event: dict) -> str:
@@ -17,13 +18,12 @@ def run_train(args, reporter) -> int:
     from ..training.trainer import TrainingConfig, set_threads, train
 
     set_threads(args.threads)
-    maps = sorted(str(p) for p in Path(args.label_maps).glob("*.nii*")) if Path(args.label_maps).is_dir() \
-        else list(args.label_maps.split(","))
-    held_out = set(args.validation_maps.split(",")) if args.validation_maps else set()
-    validation = [m for m in maps if Path(m).name in held_out]
-    training = [m for m in maps if Path(m).name not in held_out]
+    label_maps = args.label_maps or str(paths.label_maps_dir("--label-maps"))
+    maps = sorted(str(p) for p in Path(label_maps).glob("*.nii*")) if Path(label_maps).is_dir() \
+        else list(label_maps.split(","))
+    training, validation = paths.split_held_out(maps, args.validation_maps.split(",") if args.validation_maps else ())
     if not training:
-        raise ValueError(f"no training label maps found in {args.label_maps}")
+        raise ValueError(f"no training label maps found in {label_maps}")
     config = TrainingConfig(
         label_maps=training, validation_maps=validation, real_pairs=[real_pair(p) for p in args.real or []],
         run_dir=args.run_dir, architecture=args.architecture, loss=args.loss, loss_params=loss_params(args.loss_params),
@@ -47,9 +47,10 @@ def run_train(args, reporter) -> int:
 
 def add_training_commands(commands) -> None:
     train = commands.add_parser("train", help="train the network on synthetic brains made from label maps")
-    train.add_argument("--label-maps", default=str(DEFAULT_DATA / "synthseg_label_maps"),
-                       help="folder of label maps (or comma-separated files)")
-    train.add_argument("--validation-maps", default="training_seg_19.nii.gz,training_seg_20.nii.gz",
+    train.add_argument("--label-maps", help="folder of label maps (or comma-separated files); default: "
+                                            f"{paths.LABEL_MAPS} in ${paths.DATA_ENV}, or in ../shared/data beside a "
+                                            "source checkout")
+    train.add_argument("--validation-maps", default=",".join(paths.HELD_OUT_MAPS),
                        help="comma-separated file names held out of training for synthetic validation")
     train.add_argument("--real", action="append", metavar="IMAGE,ASEG", help="real validation pair (repeatable)")
     train.add_argument("--run-dir", default="runs/train", help="checkpoints, log and best weights go here")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..labels import load_label_table
+from ..paths import user_model_store
 from ..resources import shipped_models_dir
 
 FORMAT_VERSION = 1
@@ -54,10 +55,6 @@ def sha256_of(path: Path) -> str:
 
 def metadata_path(weights_path: Path) -> Path:
     return Path(weights_path).with_suffix(".json")
-
-
-def user_model_store() -> Path:
-    return Path(os.environ.get("SEGLOSSBRAIN_MODEL_STORE", Path.home() / ".seglossbrain" / "models"))
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import files as models
-from .files import ModelError, load_model, metadata_path, save_model, user_model_store
+from ..paths import user_model_store
+from .files import ModelError, load_model, metadata_path, save_model
 
 LOCK_NAME = ".finetune.lock"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")

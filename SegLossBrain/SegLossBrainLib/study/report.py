@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..paths import VALIDATION_SIZE
 from .runner import VNET, StudySettings, checkpoint_state, run_id
 
 CSV_COLUMNS = ("arm", "lr", "set", "case", "structure", "size_rank", "scored", "dice")
 FULL_PATCH = (128, 128, 128)  # the paper trained on whole images of this size
 FULL_STEPS = 10000  # the project's full schedule (``seglossbrain train``'s default)
-FULL_VALIDATION = (112, 144, 112)  # the whole brain at 1.5 mm
+FULL_VALIDATION = VALIDATION_SIZE  # the whole brain at 1.5 mm
 SETS = (("real", "real dev scans"), ("synthetic", "held-out synthetic maps"))
 
 

@@ -20,6 +20,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..paths import VALIDATION_SIZE
+
 MANIFEST = "study.json"
 EVALUATION = "evaluation.json"
 WONG = "wong2018"
@@ -74,7 +76,7 @@ class StudySettings:
     validate_every: int = 500
     checkpoint_every: int = 100
     precision: str = "fp32"
-    validation_size: tuple = (112, 144, 112)
+    validation_size: tuple = VALIDATION_SIZE
     synthesis: dict = field(default_factory=dict)
     device: str = "cpu"
     # evaluation only (not a comparison setting): re-estimate each run's BatchNorm statistics on this many fresh

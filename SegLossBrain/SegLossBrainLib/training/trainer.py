@@ -35,6 +35,7 @@ from ..labels import load_label_table
 from ..losses import get_loss, label_weights_from_frequencies
 from ..models.files import load_model, save_model
 from ..networks import build_network
+from ..paths import VALIDATION_SIZE
 from ..synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
 
 CHECKPOINT_NAME = "last.pt"
@@ -75,7 +76,7 @@ class TrainingConfig:
     steps: int = 1000
     checkpoint_every: int = 100
     validate_every: int = 500
-    validation_size: tuple = (112, 144, 112)  # whole brain at 1.5 mm
+    validation_size: tuple = VALIDATION_SIZE  # whole brain at 1.5 mm
     seed: int = 0
     device: str = "cpu"
     init_weights: str | None = None
