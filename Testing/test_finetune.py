@@ -15,7 +15,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from SegLossBrainLib.models import files as models, store as model_store
+from SegLossBrainLib.models import files as models, lock as store_lock, store as model_store
 from SegLossBrainLib.training import trainer as training
 from SegLossBrainLib.cli import main
 from SegLossBrainLib.finetuning.finetune import FinetuneConfig, FinetuneError, finetune
@@ -284,8 +284,8 @@ def test_nan_loss_rolls_back_to_the_last_validated_weights(store, pairs, random_
 
 
 def test_second_finetune_is_refused_while_one_runs(store, pairs, random_model_file):
-    with model_store.finetune_lock("someone-else"):
-        with pytest.raises(model_store.StoreBusyError, match="another fine-tune is running .*someone-else"):
+    with store_lock.finetune_lock("someone-else"):
+        with pytest.raises(store_lock.StoreBusyError, match="another fine-tune is running .*someone-else"):
             finetune(config(pairs, random_model_file))
     assert store_files(store) == []
 
@@ -297,7 +297,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(store):
     import socket
 
     (store / ".finetune.lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
-    with model_store.finetune_lock("mine") as lock:
+    with store_lock.finetune_lock("mine") as lock:
         assert json.loads(lock.read_text())["model"] == "mine"
     assert not lock.exists()
 

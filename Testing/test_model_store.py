@@ -9,7 +9,8 @@ import pytest
 
 from SegLossBrainLib.models import files as models, store as model_store
 from SegLossBrainLib.cli import main
-from SegLossBrainLib.models.store import StoreBusyError, StoreError
+from SegLossBrainLib.models.lock import StoreBusyError, finetune_lock
+from SegLossBrainLib.models.store import StoreError
 
 
 def copy_model(source, folder, name):
@@ -29,7 +30,7 @@ def installed(tmp_path, monkeypatch, random_model_file):
     monkeypatch.setenv("SEGLOSSBRAIN_RESOURCES", str(resources))
     store = tmp_path / "store"
     monkeypatch.setenv("SEGLOSSBRAIN_MODEL_STORE", str(store))
-    shipped = copy_model(random_model_file, resources / "Models", models.DEFAULT_MODEL_NAME)
+    shipped = copy_model(random_model_file, resources / "Models", model_store.DEFAULT_MODEL_NAME)
     site_a = copy_model(random_model_file, store, "site-a")
     copy_model(random_model_file, store, "site-b")
     return {"shipped": shipped, "site-a": site_a, "store": store}
@@ -49,11 +50,11 @@ def test_listing_marks_the_shipped_default_active_without_a_choice(installed):
 def test_activate_makes_the_default_follow_and_revert_undoes_it(installed):
     version = model_store.activate("site-a")
     assert version.active and (installed["store"] / "active.json").is_file()
-    assert models.default_model_path() == installed["site-a"]
-    assert models.resolve_model(None) == installed["site-a"]
+    assert model_store.default_model_path() == installed["site-a"]
+    assert model_store.resolve_model(None) == installed["site-a"]
     assert active_names() == ["site-a"]
     assert model_store.revert() is True
-    assert models.default_model_path() == installed["shipped"] and active_names() == ["wong2018-explog"]
+    assert model_store.default_model_path() == installed["shipped"] and active_names() == ["wong2018-explog"]
     assert model_store.revert() is False  # nothing to undo: says so, no error
 
 
@@ -78,13 +79,13 @@ def test_broken_or_missing_active_model_is_an_error_not_a_silent_fallback(instal
     for suffix in (".safetensors", ".json"):
         (installed["store"] / f"site-b{suffix}").unlink()
     with pytest.raises(models.ModelError, match="no longer in the model store; run 'seglossbrain models revert'"):
-        models.default_model_path()
+        model_store.default_model_path()
     assert active_names() == []
     (installed["store"] / "active.json").write_text("{not json")
     with pytest.raises(models.ModelError, match="unreadable"):
-        models.default_model_path()
+        model_store.default_model_path()
     model_store.revert()
-    assert models.default_model_path() == installed["shipped"]
+    assert model_store.default_model_path() == installed["shipped"]
 
 
 def test_replaced_active_model_is_detected(installed, random_model_file):
@@ -94,7 +95,7 @@ def test_replaced_active_model_is_detected(installed, random_model_file):
     meta["sha256"] = "0" * 64
     meta_file.write_text(json.dumps(meta))
     with pytest.raises(models.ModelError, match="changed since it was activated"):
-        models.default_model_path()
+        model_store.default_model_path()
 
 
 def test_activation_refuses_unknown_and_corrupt_versions(installed):
@@ -120,20 +121,20 @@ def test_new_names_are_checked(installed, name, message):
 
 
 def test_lock_refuses_a_live_holder_and_takes_over_a_stale_one(installed):
-    with model_store.finetune_lock("first") as lock:
+    with finetune_lock("first") as lock:
         with pytest.raises(StoreBusyError, match=f"PID {os.getpid()} .*'first'"):
-            with model_store.finetune_lock("second"):
+            with finetune_lock("second"):
                 pass
         assert json.loads(lock.read_text())["model"] == "first"  # the refused one did not touch it
     assert not lock.exists()
     # PID 2**22 + 1 is above Linux's pid_max default range; a holder on this host that is gone is stale
     lock.write_text(json.dumps({"pid": 4194305, "host": socket.gethostname(), "model": "crashed"}))
-    with model_store.finetune_lock("third"):
+    with finetune_lock("third"):
         assert json.loads(lock.read_text())["model"] == "third"
     # on another host the process cannot be checked: refused, with the file to delete if it is stale
     lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "model": "remote"}))
     with pytest.raises(StoreBusyError, match="If none is running, delete"):
-        with model_store.finetune_lock("fourth"):
+        with finetune_lock("fourth"):
             pass
 
 

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from SegLossBrainLib.models import files as models
-from SegLossBrainLib.models.files import ModelError, NoModelError, load_model, save_model
+from SegLossBrainLib.models import store
+from SegLossBrainLib.models.files import ModelError, load_model, save_model
+from SegLossBrainLib.models.store import NoModelError
 from SegLossBrainLib.networks import build_network
 
 
@@ -101,14 +103,14 @@ def test_listing_default_and_no_model(tmp_path, monkeypatch, random_model_file):
     monkeypatch.setenv("SEGLOSSBRAIN_RESOURCES", str(resources))
     monkeypatch.setenv("SEGLOSSBRAIN_MODEL_STORE", str(tmp_path / "store"))
     with pytest.raises(NoModelError, match="no trained SegLossBrain model is installed"):
-        models.default_model_path()
+        store.default_model_path()
     (resources / "Models").mkdir()
     copy_model(random_model_file, resources / "Models", "wong2018-explog")
     (tmp_path / "store").mkdir()
     copy_model(random_model_file, tmp_path / "store", "site-a")
-    entries = models.list_models()
+    entries = store.list_models()
     assert [(e.name, e.source) for e in entries] == [("wong2018-explog", "shipped"), ("site-a", "user")]
-    assert models.default_model_path().name == "wong2018-explog.safetensors"
-    assert models.resolve_model("site-a").parent == tmp_path / "store"
+    assert store.default_model_path().name == "wong2018-explog.safetensors"
+    assert store.resolve_model("site-a").parent == tmp_path / "store"
     with pytest.raises(ModelError, match="no model named 'nope'"):
-        models.resolve_model("nope")
+        store.resolve_model("nope")

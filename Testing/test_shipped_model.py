@@ -7,7 +7,8 @@ import SimpleITK as sitk
 from conftest import SHARED_DATA, needs_shared_data
 from SegLossBrainLib.inference.segment import segment
 from SegLossBrainLib.labels import load_label_table
-from SegLossBrainLib.models.files import DEFAULT_MODEL_NAME, read_metadata
+from SegLossBrainLib.models.files import read_metadata
+from SegLossBrainLib.models.store import DEFAULT_MODEL_NAME
 from SegLossBrainLib.paths import REAL_DEV, REAL_DEV_SCANS
 from SegLossBrainLib.resources import shipped_models_dir
 

@@ -97,7 +97,7 @@ def test_missing_and_tampered_model_files_are_refused(tmp_path):
 
 def fake_models_module(monkeypatch, entries=None, error=None, active=None):
     """``active``: what ``default_model_path`` returns (a path), raises (an exception), or None: not defined."""
-    module = types.ModuleType("SegLossBrainLib.models.files")
+    module = types.ModuleType("SegLossBrainLib.models.store")
 
     class NoModelError(RuntimeError):
         pass
@@ -115,7 +115,7 @@ def fake_models_module(monkeypatch, entries=None, error=None, active=None):
     module.NoModelError, module.list_models = NoModelError, list_models
     if active is not None:
         module.default_model_path = default_model_path
-    monkeypatch.setitem(sys.modules, "SegLossBrainLib.models.files", module)
+    monkeypatch.setitem(sys.modules, "SegLossBrainLib.models.store", module)
 
 
 def test_model_list_says_clearly_when_there_is_none(monkeypatch):

@@ -33,7 +33,7 @@ def _label(entry) -> str:
 def available_models() -> tuple[list[ModelChoice], str | None]:
     """(choices, message). With no usable model the list is empty and the message says why and what to do."""
     try:
-        from SegLossBrainLib.models.files import NoModelError, list_models
+        from SegLossBrainLib.models.store import NoModelError, list_models
     except ImportError as error:
         return [], _("The segmentation engine cannot be loaded yet ({error}). Click Segment to install what it "
                      "needs.").format(error=error)
@@ -54,11 +54,11 @@ def available_models() -> tuple[list[ModelChoice], str | None]:
 
 
 def active_choice(choices: list[ModelChoice]) -> ModelChoice | None:
-    """The choice the engine uses when no model is named (``models.default_model_path()``: the user store's
+    """The choice the engine uses when no model is named (``models.store.default_model_path()``: the user store's
     active version, else the shipped default), or None when that cannot be told (engine not installed yet,
     broken active pointer, no model) or is not among ``choices``."""
     try:
-        from SegLossBrainLib.models.files import default_model_path
+        from SegLossBrainLib.models.store import default_model_path
 
         active = Path(default_model_path()).resolve()
     except Exception:  # ImportError before set-up, ModelError for a broken pointer: no preference then

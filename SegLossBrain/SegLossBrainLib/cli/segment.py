@@ -92,7 +92,7 @@ def run_info(args, reporter: Reporter) -> int:
     from .. import __version__
     from ..inference.segment import select_device
     from ..labels import load_label_table
-    from ..models.files import list_models
+    from ..models.store import list_models
     from ..paths import user_model_store
 
     table = load_label_table()

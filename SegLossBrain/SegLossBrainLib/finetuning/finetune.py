@@ -38,14 +38,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..models import store as model_store
-from .pairs import PairSampler, TrainingPair, load_pair
+from ..evaluation.metrics import dice_per_label
 from ..inference.segment import predict_probabilities, select_device
 from ..labels import load_label_table
 from ..losses import get_loss, label_weights_from_frequencies
-from ..evaluation.metrics import dice_per_label
-from ..models.files import NoModelError, read_metadata, resolve_model, sha256_of, shipped_models_dir, _is_within
+from ..models import lock as store_lock
+from ..models import store as model_store
+from ..models.files import is_within, read_metadata, sha256_of
+from ..models.store import NoModelError, resolve_model
+from ..resources import shipped_models_dir
 from ..training.trainer import WEIGHTED_LOSSES, Trainer, TrainingConfig
+from .pairs import PairSampler, TrainingPair, load_pair
 
 EventCallback = Callable[[dict], None]
 
@@ -203,10 +206,10 @@ def finetune(config: FinetuneConfig, on_event: EventCallback | None = None,
                             "(--base PATH)") from None
     base_meta = read_metadata(base_path)
     base = {"name": base_path.stem, "sha256": sha256_of(base_path),
-            "source": "shipped" if _is_within(base_path, shipped_models_dir()) else "user"}
+            "source": "shipped" if is_within(base_path, shipped_models_dir()) else "user"}
     model_store.check_new_name(config.name)
     device = select_device(config.device)
-    with model_store.finetune_lock(config.name):
+    with store_lock.finetune_lock(config.name):
         training_files, validation_files, mode, split_message = _split(config)
         training = [load_pair(i, l, config.resample_labels, log) for i, l in training_files]
         validation = training if mode.startswith("training case") else \

@@ -12,7 +12,8 @@ import torch
 from ..preprocessing import grid as grids
 from ..postprocessing.islands import suppress_islands
 from ..labels import load_label_table
-from ..models.files import load_model, resolve_model
+from ..models.files import load_model
+from ..models.store import resolve_model
 from ..imageio.volumes import check_image
 
 ProgressCallback = Callable[[float, str], None]

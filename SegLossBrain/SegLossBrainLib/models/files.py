@@ -1,4 +1,4 @@
-"""Model files: weights (safetensors) + metadata (JSON) + sha256, and where models are found.
+"""Model files: weights (safetensors) + metadata (JSON) + sha256.
 
 A model is two files side by side: ``NAME.safetensors`` (tensors only: no pickle, nothing executes on load)
 and ``NAME.json`` (architecture, label table version, loss and its parameters, training data, steps,
@@ -6,10 +6,8 @@ metrics, and the sha256 of the weights file). Loading refuses a file whose check
 count, label table or tensor names don't match, with a message that says which and what to do. Weights are
 stored as float16 (half the size, no measurable change in the segmentation); they are used in float32.
 
-Shipped models live in ``Resources/Models/`` and are never written to. User models (fine-tuned versions)
-live in the user model store, ``~/.seglossbrain/models`` or ``$SEGLOSSBRAIN_MODEL_STORE``. A version made
-active (``model_store.activate``) is named by ``active.json`` in that store; without it the shipped default
-is used.
+Shipped models live in ``Resources/Models/`` and are never written to. Which models are installed, which one
+is active and what a model name means is the user model store's business (``store.py``).
 """
 from __future__ import annotations
 
@@ -17,32 +15,16 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..labels import load_label_table
-from ..paths import user_model_store
 from ..resources import shipped_models_dir
 
 FORMAT_VERSION = 1
-DEFAULT_MODEL_NAME = "wong2018-explog"
-ACTIVE_POINTER = "active.json"  # in the user model store: the version used when none is named
 
 
 class ModelError(ValueError):
     """A model file is missing, corrupted, tampered with, or made for something else."""
-
-
-class NoModelError(ModelError):
-    """No trained model is installed."""
-
-
-@dataclass
-class ModelEntry:
-    name: str
-    path: Path  # the .safetensors file
-    source: str  # "shipped" or "user"
-    metadata: dict = field(default_factory=dict)
 
 
 def sha256_of(path: Path) -> str:
@@ -78,7 +60,7 @@ def save_model(network, path: str | os.PathLike, metadata: dict, overwrite: bool
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ModelError(f"{path}: model files end in .safetensors")
-    if _is_within(path, shipped_models_dir()) and path.exists():
+    if is_within(path, shipped_models_dir()) and path.exists():
         raise ModelError(f"{path} is a shipped model; shipped weights are never overwritten, save under another name")
     if path.exists() and not overwrite:
         raise ModelError(f"{path} exists; choose another name or pass overwrite=True")
@@ -171,84 +153,9 @@ def load_model(path: str | os.PathLike, device: str = "cpu"):
     return network.to(device).eval(), metadata
 
 
-def _is_within(path: Path, folder: Path) -> bool:
+def is_within(path: Path, folder: Path) -> bool:
     try:
         Path(path).resolve().relative_to(Path(folder).resolve())
         return True
     except (ValueError, FileNotFoundError):
         return False
-
-
-def list_models() -> list[ModelEntry]:
-    """Shipped models, then user models; each with its metadata (unreadable ones are skipped)."""
-    entries = []
-    for source, folder in (("shipped", shipped_models_dir()), ("user", user_model_store())):
-        if not folder.is_dir():
-            continue
-        for weights in sorted(folder.glob("*.safetensors")):
-            try:
-                entries.append(ModelEntry(weights.stem, weights, source, read_metadata(weights)))
-            except ModelError:
-                continue
-    return entries
-
-
-def active_pointer() -> dict | None:
-    """The user's choice of model (``active.json`` in the user store), or None when there is none."""
-    path = user_model_store() / ACTIVE_POINTER
-    if not path.is_file():
-        return None
-    try:
-        pointer = json.loads(path.read_text())
-        str(pointer["name"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ModelError(f"{path} (the active model choice) is unreadable; run 'seglossbrain models revert' to use "
-                         "the shipped model again, or activate a version") from None
-    return pointer
-
-
-def _active_model_path(pointer: dict) -> Path:
-    # An active choice that no longer resolves is an error, not a silent fall-back: results would change
-    # without anyone having asked for it.
-    for entry in list_models():
-        if entry.name == pointer["name"] and entry.source == pointer.get("source", "user"):
-            if pointer.get("sha256") and entry.metadata.get("sha256") != pointer["sha256"]:
-                raise ModelError(f"the active model {entry.name!r} has changed since it was activated (sha256 differs); "
-                                 "activate it again if that is intended, or run 'seglossbrain models revert'")
-            return entry.path
-    raise ModelError(f"the active model {pointer['name']!r} is no longer in the model store; run 'seglossbrain "
-                     "models revert' to use the shipped model, or activate another version")
-
-
-def default_model_path() -> Path:
-    """The model used when none is named: the active user choice, else the shipped default, else any shipped
-    model."""
-    pointer = active_pointer()
-    if pointer is not None:
-        return _active_model_path(pointer)
-    shipped = [e for e in list_models() if e.source == "shipped"]
-    for entry in shipped:
-        if entry.name == DEFAULT_MODEL_NAME:
-            return entry.path
-    if shipped:
-        return shipped[0].path
-    raise NoModelError(
-        "no trained SegLossBrain model is installed yet (Resources/Models/ holds none). Train one with "
-        "'seglossbrain train' or pass --model PATH to a model file (.safetensors with its .json)."
-    )
-
-
-def resolve_model(model: str | os.PathLike | None) -> Path:
-    """A model given as None (default), a path, or the name of a shipped or user model."""
-    if model is None:
-        return default_model_path()
-    candidate = Path(model)
-    if candidate.suffix == ".safetensors" or candidate.exists():
-        if not candidate.is_file():
-            raise ModelError(f"model file {candidate} not found")
-        return candidate
-    for entry in list_models():
-        if entry.name == str(model):
-            return entry.path
-    names = ", ".join(e.name for e in list_models()) or "none installed"
-    raise ModelError(f"no model named {model!r} (known: {names}); give a name or a path to a .safetensors file")

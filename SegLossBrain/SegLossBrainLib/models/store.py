@@ -1,9 +1,10 @@
-"""The user model store: list, activate, revert, delete versions; save a new one; one fine-tune at a time.
+"""Installed models and the user model store: list shipped and user versions, resolve a model name, the active
+choice; activate, revert, delete versions; save a new one.
 
 Policy (chosen to keep what segments a user's scans explicit):
 
-* The active version is named by ``active.json`` in the store; ``models.default_model_path()`` follows it.
-  Without it the shipped default is active. ``revert`` removes the pointer.
+* The active version is named by ``active.json`` in the store, which only this file reads and writes;
+  ``default_model_path()`` follows it. Without it the shipped default is active. ``revert`` removes the pointer.
 * Any listed version, shipped or user, can be activated; it is loaded once first so that a corrupt or
   mismatched file is refused at activation, not at the next segmentation.
 * Shipped versions are never deleted or written. The active version cannot be deleted: revert or
@@ -12,8 +13,7 @@ Policy (chosen to keep what segments a user's scans explicit):
   user model is refused, so a version, once written, never changes.
 * Writes are atomic (temporary file + rename); a failed save (unwritable store, disk full) removes what it
   wrote and says so.
-* A lock file (``.finetune.lock``: PID, host, start time) admits one fine-tune per store; a lock whose
-  process has died on this host is stale and is taken over.
+* One fine-tune at a time per store: ``lock.py``.
 """
 from __future__ import annotations
 
@@ -21,18 +21,17 @@ import errno
 import json
 import os
 import re
-import socket
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import files as models
 from ..paths import user_model_store
-from .files import ModelError, load_model, metadata_path, save_model
+from ..resources import shipped_models_dir
+from .files import ModelError, _atomic_write_bytes, load_model, metadata_path, read_metadata, save_model
 
-LOCK_NAME = ".finetune.lock"
+DEFAULT_MODEL_NAME = "wong2018-explog"
+ACTIVE_POINTER = "active.json"  # in the user model store: the version used when none is named
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
 
@@ -40,8 +39,16 @@ class StoreError(ValueError):
     """The user model store refuses an operation; the message says why and what to do."""
 
 
-class StoreBusyError(StoreError):
-    """Another fine-tune holds the store's lock."""
+class NoModelError(ModelError):
+    """No trained model is installed."""
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    path: Path  # the .safetensors file
+    source: str  # "shipped" or "user"
+    metadata: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -63,23 +70,98 @@ class ModelVersion:
                 "dice_before": before.get("mean"), "dice_after": after.get("mean")}
 
 
+def list_models() -> list[ModelEntry]:
+    """Shipped models, then user models; each with its metadata (unreadable ones are skipped)."""
+    entries = []
+    for source, folder in (("shipped", shipped_models_dir()), ("user", user_model_store())):
+        if not folder.is_dir():
+            continue
+        for weights in sorted(folder.glob("*.safetensors")):
+            try:
+                entries.append(ModelEntry(weights.stem, weights, source, read_metadata(weights)))
+            except ModelError:
+                continue
+    return entries
+
+
+def active_pointer() -> dict | None:
+    """The user's choice of model (``active.json`` in the user store), or None when there is none."""
+    path = user_model_store() / ACTIVE_POINTER
+    if not path.is_file():
+        return None
+    try:
+        pointer = json.loads(path.read_text())
+        str(pointer["name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ModelError(f"{path} (the active model choice) is unreadable; run 'seglossbrain models revert' to use "
+                         "the shipped model again, or activate a version") from None
+    return pointer
+
+
+def _active_model_path(pointer: dict) -> Path:
+    # An active choice that no longer resolves is an error, not a silent fall-back: results would change
+    # without anyone having asked for it.
+    for entry in list_models():
+        if entry.name == pointer["name"] and entry.source == pointer.get("source", "user"):
+            if pointer.get("sha256") and entry.metadata.get("sha256") != pointer["sha256"]:
+                raise ModelError(f"the active model {entry.name!r} has changed since it was activated (sha256 differs); "
+                                 "activate it again if that is intended, or run 'seglossbrain models revert'")
+            return entry.path
+    raise ModelError(f"the active model {pointer['name']!r} is no longer in the model store; run 'seglossbrain "
+                     "models revert' to use the shipped model, or activate another version")
+
+
+def default_model_path() -> Path:
+    """The model used when none is named: the active user choice, else the shipped default, else any shipped
+    model."""
+    pointer = active_pointer()
+    if pointer is not None:
+        return _active_model_path(pointer)
+    shipped = [e for e in list_models() if e.source == "shipped"]
+    for entry in shipped:
+        if entry.name == DEFAULT_MODEL_NAME:
+            return entry.path
+    if shipped:
+        return shipped[0].path
+    raise NoModelError(
+        "no trained SegLossBrain model is installed yet (Resources/Models/ holds none). Train one with "
+        "'seglossbrain train' or pass --model PATH to a model file (.safetensors with its .json)."
+    )
+
+
+def resolve_model(model: str | os.PathLike | None) -> Path:
+    """A model given as None (default), a path, or the name of a shipped or user model."""
+    if model is None:
+        return default_model_path()
+    candidate = Path(model)
+    if candidate.suffix == ".safetensors" or candidate.exists():
+        if not candidate.is_file():
+            raise ModelError(f"model file {candidate} not found")
+        return candidate
+    for entry in list_models():
+        if entry.name == str(model):
+            return entry.path
+    names = ", ".join(e.name for e in list_models()) or "none installed"
+    raise ModelError(f"no model named {model!r} (known: {names}); give a name or a path to a .safetensors file")
+
+
 def list_versions() -> list[ModelVersion]:
     """Shipped then user versions, the active one marked (none marked when no model is installed)."""
-    entries = models.list_models()
+    entries = list_models()
     try:
-        active_path = models.default_model_path().resolve()
+        active_path = default_model_path().resolve()
     except ModelError:  # no model installed, or a broken pointer: nothing is active
         active_path = None
     return [ModelVersion(e.name, e.source, e.path, active_path is not None and e.path.resolve() == active_path,
                          e.metadata) for e in entries]
 
 
-def _find(name: str) -> models.ModelEntry:
-    matches = [e for e in models.list_models() if e.name == name]
+def _find(name: str) -> ModelEntry:
+    matches = [e for e in list_models() if e.name == name]
     if not matches:
-        known = ", ".join(e.name for e in models.list_models()) or "none"
+        known = ", ".join(e.name for e in list_models()) or "none"
         raise StoreError(f"no model version named {name!r} (known: {known})")
-    return matches[0]  # the same choice as models.resolve_model: shipped first
+    return matches[0]  # the same choice as resolve_model: shipped first
 
 
 def activate(name: str) -> ModelVersion:
@@ -91,14 +173,14 @@ def activate(name: str) -> ModelVersion:
         raise StoreError(f"cannot activate {name!r}: {error}") from None
     store = ensure_writable()
     pointer = {"name": entry.name, "source": entry.source, "sha256": entry.metadata.get("sha256"),
-               "activated": _now()}
-    _write_atomic(store / models.ACTIVE_POINTER, json.dumps(pointer, indent=2).encode(), store)
+               "activated": timestamp()}
+    _write_atomic(store / ACTIVE_POINTER, json.dumps(pointer, indent=2).encode(), store)
     return ModelVersion(entry.name, entry.source, entry.path, True, entry.metadata)
 
 
 def revert() -> bool:
     """Use the shipped default again. True when a user choice was removed, False when there was none."""
-    pointer = user_model_store() / models.ACTIVE_POINTER
+    pointer = user_model_store() / ACTIVE_POINTER
     if not pointer.exists():
         return False
     try:
@@ -110,15 +192,15 @@ def revert() -> bool:
 
 def delete(name: str) -> Path:
     """Delete the user version ``name`` (both files). Shipped and active versions are refused."""
-    users = [e for e in models.list_models() if e.name == name and e.source == "user"]
+    users = [e for e in list_models() if e.name == name and e.source == "user"]
     if not users:
-        if any(e.name == name for e in models.list_models()):
+        if any(e.name == name for e in list_models()):
             raise StoreError(f"{name!r} is a shipped model; shipped models are part of the installation and are "
                              "never deleted")
         raise StoreError(f"no user model version named {name!r}")
     entry = users[0]
     try:
-        pointer = models.active_pointer()
+        pointer = active_pointer()
     except ModelError:  # an unreadable choice protects nothing
         pointer = None
     if pointer and pointer.get("name") == name and pointer.get("source", "user") == "user":
@@ -137,9 +219,9 @@ def check_new_name(name: str) -> None:
     if not isinstance(name, str) or not NAME_PATTERN.match(name) or name.endswith((".safetensors", ".json")):
         raise StoreError(f"model name {name!r}: use 1-80 letters, digits, '.', '_' or '-', starting with a letter or "
                          "digit, without a file extension")
-    if name == Path(models.ACTIVE_POINTER).stem:
+    if name == Path(ACTIVE_POINTER).stem:
         raise StoreError(f"model name {name!r} is reserved; choose another")
-    for entry in models.list_models():
+    for entry in list_models():
         if entry.name == name:
             raise StoreError(f"a {entry.source} model named {name!r} exists already ({entry.path}); versions are never "
                              "overwritten, choose another name")
@@ -177,7 +259,7 @@ def save_version(network, name: str, metadata: dict) -> Path:
     check_new_name(name)
     path = store / f"{name}.safetensors"
     try:
-        return save_model(network, path, {**metadata, "created": metadata.get("created") or _now()})
+        return save_model(network, path, {**metadata, "created": metadata.get("created") or timestamp()})
     except OSError as error:
         # save_model renames each file into place whole; if the second failed, the first must go too.
         path.unlink(missing_ok=True)
@@ -187,95 +269,10 @@ def save_version(network, name: str, metadata: dict) -> Path:
 
 def _write_atomic(path: Path, data: bytes, store: Path) -> None:
     try:
-        models._atomic_write_bytes(path, data)
+        _atomic_write_bytes(path, data)
     except OSError as error:
         raise StoreError(describe_os_error(error, store)) from None
 
 
-def _now() -> str:
+def timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-# -- one fine-tune at a time ----------------------------------------------------------------------------
-def _process_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
-        import ctypes
-
-        kernel32 = ctypes.windll.kernel32
-        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-        if not handle:
-            return False
-        code = ctypes.c_ulong()
-        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
-        kernel32.CloseHandle(handle)
-        return code.value == 259  # STILL_ACTIVE
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def _read_lock(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _create_lock(path: Path, text: str) -> bool:
-    """Create ``path`` holding ``text`` unless it exists (False then). The text is written whole to a
-    temporary file and hard-linked into place, so creation is atomic and no one reads a half-written lock;
-    where hard links are not supported, exclusive creation is the fall-back."""
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-lock-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            return False
-        except OSError:
-            try:
-                descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                return False
-            with os.fdopen(descriptor, "w") as out:
-                out.write(text)
-        return True
-    finally:
-        Path(temporary).unlink(missing_ok=True)
-
-
-@contextmanager
-def finetune_lock(description: str, store: Path | None = None):
-    """Hold the store's fine-tune lock for the ``with`` block; StoreBusyError if a live process holds it."""
-    store = ensure_writable(store)
-    path = store / LOCK_NAME
-    record = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now(), "model": description}
-    try:
-        for _ in range(2):
-            if _create_lock(path, json.dumps(record)):
-                break
-            holder = _read_lock(path)
-            same_host = holder is not None and holder.get("host") == record["host"]
-            if holder is None or not same_host or _process_alive(int(holder.get("pid", -1))):
-                who = (f"PID {holder.get('pid')} on {holder.get('host')}, model {holder.get('model')!r}, started "
-                       f"{holder.get('started')}") if holder else "its lock file is unreadable"
-                raise StoreBusyError(f"another fine-tune is running on this model store ({who}); wait for it to "
-                                     f"finish or cancel it. If none is running, delete {path}")
-            path.unlink(missing_ok=True)  # stale: its process is gone
-        else:
-            raise StoreBusyError(f"could not take the fine-tune lock {path}; another fine-tune is starting")
-    except OSError as error:
-        raise StoreError(describe_os_error(error, store)) from None
-    try:
-        yield path
-    finally:
-        holder = _read_lock(path)
-        if holder is not None and holder.get("pid") == os.getpid() and holder.get("started") == record["started"]:
-            path.unlink(missing_ok=True)
