@@ -311,14 +311,14 @@ def test_unwritable_store_is_refused(tmp_path, monkeypatch, pairs, random_model_
 
 
 def test_full_disk_leaves_nothing_half_written(store, monkeypatch, random_model_file):
-    real_write = models._atomic_write_bytes
+    real_write = models.write_bytes_atomic
 
     def full_on_metadata(path, data):
         if str(path).endswith(".json"):
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(path, data)
 
-    monkeypatch.setattr(models, "_atomic_write_bytes", full_on_metadata)
+    monkeypatch.setattr(models, "write_bytes_atomic", full_on_metadata)
     network, _ = load_model(random_model_file)
     with pytest.raises(model_store.StoreError, match="no space left"):
         model_store.save_version(network, "full", {"loss": {"name": "explog"}})

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from pathlib import Path
 
+from ..imageio.atomic import open_atomic
 from .common import fraction
 
 
@@ -45,12 +44,10 @@ def run_evaluate(args, reporter) -> int:
             print(f"  {row['structure']:28s} Dice {row['dice']:.3f}  HD95 {row['hd95_mm']:6.2f} mm  "
                   f"volume {row['volume_diff_percent']:+7.1f} %{note}")
     if args.csv:
-        handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=Path(args.csv).parent)
-        with os.fdopen(handle, "w", newline="") as out:
+        with open_atomic(args.csv, "w", newline="") as out:
             writer = csv.DictWriter(out, fieldnames=["case"] + [k for k in rows[0] if k != "case"])
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(temporary, args.csv)
     return 0
 
 

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from pathlib import Path
 
+from ..imageio.atomic import open_atomic
 from .common import EXIT_OK, Reporter, add_progress_json, fraction
 
 
 def _write_volumes_csv(volumes_ml: dict, path: Path) -> None:
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=path.parent if str(path.parent) else ".")
-    with os.fdopen(handle, "w", newline="") as out:
+    with open_atomic(path, "w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["structure", "volume_ml"])
         for name, value in volumes_ml.items():
             writer.writerow([name, f"{value:.3f}"])
-    os.replace(temporary, path)
 
 
 def _check_output_path(path: Path) -> None:

@@ -7,11 +7,12 @@ the way in (flip the first two axes).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from .atomic import atomic_path
 
 MAX_SPACING_MM = 20.0
 MIN_SPACING_MM = 1e-3
@@ -140,14 +141,8 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
         from .segnrrd import with_segment_metadata
 
         image = with_segment_metadata(image)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
-    os.close(handle)
-    try:
-        sitk.WriteImage(image, temporary, useCompression=compress)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        sitk.WriteImage(image, str(temporary), useCompression=compress)
     return path
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from ..imageio.atomic import write_bytes_atomic
 from ..labels import load_label_table
 from ..resources import shipped_models_dir
 
@@ -37,17 +37,6 @@ def sha256_of(path: Path) -> str:
 
 def metadata_path(weights_path: Path) -> Path:
     return Path(weights_path).with_suffix(".json")
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def save_model(network, path: str | os.PathLike, metadata: dict, overwrite: bool = False) -> Path:
@@ -81,8 +70,8 @@ def save_model(network, path: str | os.PathLike, metadata: dict, overwrite: bool
         **metadata,
         "sha256": hashlib.sha256(data).hexdigest(),
     }
-    _atomic_write_bytes(path, data)
-    _atomic_write_bytes(metadata_path(path), json.dumps(record, indent=2).encode())
+    write_bytes_atomic(path, data)
+    write_bytes_atomic(metadata_path(path), json.dumps(record, indent=2).encode())
     return path
 
 

@@ -26,9 +26,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..imageio.atomic import write_bytes_atomic
 from ..paths import user_model_store
 from ..resources import shipped_models_dir
-from .files import ModelError, _atomic_write_bytes, load_model, metadata_path, read_metadata, save_model
+from .files import ModelError, load_model, metadata_path, read_metadata, save_model
 
 DEFAULT_MODEL_NAME = "wong2018-explog"
 ACTIVE_POINTER = "active.json"  # in the user model store: the version used when none is named
@@ -269,7 +270,7 @@ def save_version(network, name: str, metadata: dict) -> Path:
 
 def _write_atomic(path: Path, data: bytes, store: Path) -> None:
     try:
-        _atomic_write_bytes(path, data)
+        write_bytes_atomic(path, data)
     except OSError as error:
         raise StoreError(describe_os_error(error, store)) from None
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ..imageio.atomic import open_atomic, write_text_atomic
 from ..paths import VALIDATION_SIZE
+from ..training.plots import pyplot, read_log, save_png
 from .runner import VNET, StudySettings, checkpoint_state, run_id
 
 CSV_COLUMNS = ("arm", "lr", "set", "case", "structure", "size_rank", "scored", "dice")
@@ -86,12 +87,10 @@ def result_rows(settings: StudySettings, evaluations: dict, shares: dict, table)
 
 
 def write_csv(rows: list[dict], path: Path) -> Path:
-    temporary = path.with_name(f".tmp-{path.name}")
-    with open(temporary, "w", newline="") as handle:
+    with open_atomic(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(temporary, path)
     return path
 
 
@@ -162,8 +161,6 @@ def markdown(out: Path, settings: StudySettings, manifest: dict, evaluations: di
 
 
 def _validation_series(run_dir: Path) -> tuple[list, list, list]:
-    from ..training.plots import read_log
-
     log = run_dir / "log.jsonl"
     records = {r["step"]: r for r in read_log(log) if "validation" in r} if log.is_file() else {}
     steps = sorted(records)
@@ -172,28 +169,9 @@ def _validation_series(run_dir: Path) -> tuple[list, list, list]:
     return steps, synthetic, real
 
 
-def _save(figure, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    temporary = path.with_name(f".tmp-{path.name}")
-    figure.savefig(temporary, dpi=90, format="png")
-    plt.close(figure)
-    os.replace(temporary, path)
-    return path
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_validation_curves(out: Path, settings: StudySettings, manifest: dict, title: str) -> Path:
     """Validation Dice (mean of 17) against step for every run: the paper's Fig. 3."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     styles = ["-", "--", ":", "-."]
     for index, (rid, arm, lr) in enumerate(planned_runs(settings)):
@@ -213,13 +191,13 @@ def plot_validation_curves(out: Path, settings: StudySettings, manifest: dict, t
     axes[0].legend(fontsize=7, loc="lower right")
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    return _save(figure, out / "validation_curves.png")
+    return save_png(figure, out / "validation_curves.png")
 
 
 def plot_structure_dice(out: Path, settings: StudySettings, manifest: dict, evaluations: dict, table,
                         title: str) -> Path:
     """Dice per structure by run, structures sorted by size (largest left)."""
-    plt = _pyplot()
+    plt = pyplot()
     shares = manifest["structure_share"]
     scored, apart, _ = structure_order(shares, table)
     everything = sorted(scored + apart, key=lambda n: -shares.get(n, 0.0))
@@ -244,7 +222,7 @@ def plot_structure_dice(out: Path, settings: StudySettings, manifest: dict, eval
     axes[0].legend(fontsize=7, ncol=2, loc="lower left")
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    return _save(figure, out / "structure_dice.png")
+    return save_png(figure, out / "structure_dice.png")
 
 
 def write_report(out, settings: StudySettings, manifest: dict, evaluations: dict) -> dict:
@@ -258,10 +236,7 @@ def write_report(out, settings: StudySettings, manifest: dict, evaluations: dict
     rows = result_rows(settings, evaluations, manifest["structure_share"], table)
     files = [write_csv(rows, out / "results.csv")]
     text = markdown(out, settings, manifest, evaluations, table, note)
-    temporary = out / ".tmp-results.md"
-    temporary.write_text(text)
-    os.replace(temporary, out / "results.md")
-    files.append(out / "results.md")
+    files.append(write_text_atomic(out / "results.md", text))
     title = (f"loss study: {settings.steps} steps, patch {_size(settings.patch_size)}"
              + (" (SHRUNKEN SETTING, not the paper's)" if len(note) > 1 else ""))
     try:

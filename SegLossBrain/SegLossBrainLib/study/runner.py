@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from ..imageio.atomic import write_text_atomic
 from ..paths import VALIDATION_SIZE
 
 MANIFEST = "study.json"
@@ -114,9 +114,7 @@ def run_id(arm: str, lr: float, settings: StudySettings) -> str:
 
 # -- manifest -----------------------------------------------------------------------------------------------
 def _write_json(data: dict, path: Path) -> None:
-    temporary = path.with_name(f".tmp-{path.name}")
-    temporary.write_text(json.dumps(data, indent=1, default=float))
-    os.replace(temporary, path)
+    write_text_atomic(path, json.dumps(data, indent=1, default=float))
 
 
 def load_manifest(out) -> dict | None:
@@ -208,9 +206,7 @@ def _trim_log(run_dir: Path, step: int) -> None:
     log = run_dir / "log.jsonl"
     if log.is_file():
         kept = [r for r in read_log(log) if r.get("step", 0) <= step]
-        temporary = log.with_name(".tmp-log.jsonl")
-        temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(temporary, log)
+        write_text_atomic(log, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def _fresh(run_dir: Path) -> None:

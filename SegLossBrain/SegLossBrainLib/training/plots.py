@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..imageio.atomic import atomic_path
+
 
 def read_log(log_path: str | Path) -> list[dict]:
     records = []
@@ -17,13 +19,29 @@ def read_log(log_path: str | Path) -> list[dict]:
     return records
 
 
-def plot_curves(log_path: str | Path, png_path: str | Path, title: str = "") -> Path:
-    """Write the loss and validation-Dice curves of a training log. Needs matplotlib (the 'plots' extra)."""
+def pyplot():
+    """matplotlib.pyplot drawing off-screen (matplotlib is the optional 'plots' extra: ImportError without it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_png(figure, path: str | Path) -> Path:
+    """Write ``figure`` as a PNG, atomically, and close it."""
+    try:
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=90, format="png")
+    finally:
+        pyplot().close(figure)
+    return Path(path)
+
+
+def plot_curves(log_path: str | Path, png_path: str | Path, title: str = "") -> Path:
+    """Write the loss and validation-Dice curves of a training log. Needs matplotlib (the 'plots' extra)."""
+    plt = pyplot()
     records = read_log(log_path)
     steps = np.array([r["step"] for r in records])
     losses = np.array([r["loss"] for r in records])
@@ -51,9 +69,4 @@ def plot_curves(log_path: str | Path, png_path: str | Path, title: str = "") -> 
         right.legend(loc="lower right")
     figure.suptitle(title)
     figure.tight_layout()
-    png_path = Path(png_path)
-    temporary = png_path.with_name(f".tmp-{png_path.name}")
-    figure.savefig(temporary, dpi=90, format="png")
-    plt.close(figure)
-    temporary.replace(png_path)
-    return png_path
+    return save_png(figure, png_path)

@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..imageio.atomic import atomic_path
 from ..labels import load_label_table
 from ..losses import get_loss, label_weights_from_frequencies
 from ..models.files import load_model, save_model
@@ -118,12 +119,6 @@ class TrainingConfig:
 LR_SCHEDULES = ("constant", "poly")
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    temporary = path.with_name(f".tmp-{path.name}")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
-
-
 ENCODER_PARTS = ("encoders", "downs")  # module names that make up a network's encoder (wong2018, vnet)
 
 
@@ -201,7 +196,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if self.rank != 0:
             return
-        _atomic_torch_save({
+        checkpoint = {
             "model": self.network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
@@ -213,7 +208,9 @@ class Trainer:
             "architecture": self.config.architecture,
             "label_table_version": self.table.version,
             "config": json.dumps(asdict(self.config)),
-        }, self._checkpoint_path())
+        }
+        with atomic_path(self._checkpoint_path()) as temporary:
+            torch.save(checkpoint, temporary)
 
     def resume(self) -> None:
         path = self._checkpoint_path()
