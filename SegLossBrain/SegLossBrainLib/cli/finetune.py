@@ -52,9 +52,10 @@ def _describe(event: dict) -> str | None:
 
 def run_finetune(args, reporter) -> int:
     from ..finetuning.finetune import FinetuneConfig, finetune
-    from ..training.trainer import set_threads
+    from ..device import seed_numpy, set_threads
 
     set_threads(args.threads)
+    seed_numpy()
     config = FinetuneConfig(
         pairs=[_pair(p) for p in args.pairs], name=args.name, base=args.base,
         validation=_pair(args.validation) if args.validation else None, loss=args.loss,

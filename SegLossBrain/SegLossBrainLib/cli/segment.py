@@ -87,7 +87,7 @@ def run_info(args, reporter: Reporter) -> int:
     import torch
 
     from .. import __version__
-    from ..inference.segment import select_device
+    from ..device import select_device
     from ..labels import load_label_table
     from ..models.store import list_models
     from ..paths import user_model_store

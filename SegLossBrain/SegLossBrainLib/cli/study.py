@@ -112,14 +112,13 @@ def _describe(event: dict) -> str | None:
 
 
 def run_study_command(args, reporter) -> int:
-    import torch
-
     from ..study.runner import check_settings, load_manifest, record_evaluation_settings, run_study
     from ..study.report import report_study
-    from ..training.trainer import set_threads
+    from ..device import seed_numpy, set_threads, training_device
 
     set_threads(args.threads)
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    seed_numpy()
+    device = training_device(args.device)
     settings, manifest = _settings(args, device)
     printer = StepPrinter(reporter, "study", _describe)
     if args.report_only:

@@ -15,9 +15,11 @@ def _describe(event: dict) -> str:
 
 
 def run_train(args, reporter) -> int:
-    from ..training.trainer import TrainingConfig, set_threads, train
+    from ..device import seed_numpy, set_threads, training_device
+    from ..training.trainer import TrainingConfig, train
 
     set_threads(args.threads)
+    seed_numpy()
     label_maps = args.label_maps or str(paths.label_maps_dir("--label-maps"))
     maps = sorted(str(p) for p in Path(label_maps).glob("*.nii*")) if Path(label_maps).is_dir() \
         else list(label_maps.split(","))
@@ -30,9 +32,8 @@ def run_train(args, reporter) -> int:
         optimizer=args.optimizer, learning_rate=args.lr, lr_schedule=args.lr_schedule,
         warmup_steps=args.warmup_steps, input_noise_std=args.input_noise_std, batch_size=args.batch_size,
         patch_size=parse_size(args.patch_size), steps=args.steps, checkpoint_every=args.checkpoint_every,
-        validate_every=args.validate_every, seed=args.seed, device=args.device if args.device != "auto" else
-        ("cuda" if __import__("torch").cuda.is_available() else "cpu"), init_weights=args.init_weights,
-        precision=args.precision,
+        validate_every=args.validate_every, seed=args.seed, device=training_device(args.device),
+        init_weights=args.init_weights, precision=args.precision,
     )
     printer = StepPrinter(reporter, "training", _describe)
     if args.resume and not reporter.json_lines:

@@ -38,8 +38,9 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..device import select_device
 from ..evaluation.metrics import dice_per_label
-from ..inference.segment import predict_probabilities, select_device
+from ..inference.segment import predict_probabilities
 from ..labels import load_label_table
 from ..losses import get_loss, label_weights_from_frequencies
 from ..models import lock as store_lock

@@ -9,12 +9,13 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..preprocessing import grid as grids
-from ..postprocessing.islands import suppress_islands
+from ..device import select_device
+from ..imageio.volumes import check_image
 from ..labels import load_label_table
 from ..models.files import load_model
 from ..models.store import resolve_model
-from ..imageio.volumes import check_image
+from ..postprocessing.islands import suppress_islands
+from ..preprocessing import grid as grids
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -28,23 +29,6 @@ class SegmentationResult:
     volumes_ml: dict = field(default_factory=dict)
     model_metadata: dict = field(default_factory=dict)
     device: str = "cpu"
-
-
-def select_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then the CPU; a named device that is absent is an error."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA GPU is available to torch; use --device cpu or auto")
-    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError("device 'mps' requested but Apple MPS is not available; use --device cpu or auto")
-    if device not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unknown device {device!r}; choose auto, cpu, cuda or mps")
-    return torch.device(device)
 
 
 def predict_probabilities(network: torch.nn.Module, tensor: torch.Tensor, device: torch.device,

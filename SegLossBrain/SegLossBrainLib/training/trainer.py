@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from ..imageio.atomic import atomic_path
@@ -379,8 +378,3 @@ def train(config: TrainingConfig, resume: bool = False, on_event: Callable[[dict
         trainer.load_initial_weights(config.init_weights)
     return trainer.run()
 
-
-def set_threads(threads: int | None) -> None:
-    if threads:
-        torch.set_num_threads(threads)
-    np.random.seed(0)

@@ -1,0 +1,41 @@
+"""Where the engine computes: the device (CUDA, Apple MPS or the CPU) and the number of CPU threads."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def select_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; a named device that is absent is an error."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available to torch; use --device cpu or auto")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' requested but Apple MPS is not available; use --device cpu or auto")
+    if device not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {device!r}; choose auto, cpu, cuda or mps")
+    return torch.device(device)
+
+
+def training_device(device: str = "auto") -> str:
+    """The device a training run uses: ``auto`` is CUDA when available, else the CPU (not Apple MPS)."""
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def set_threads(threads: int | None) -> None:
+    """Let torch use ``threads`` CPU threads; None or 0 keeps torch's default."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def seed_numpy(seed: int = 0) -> None:
+    """Seed NumPy's global generator. The engine draws from its own seeded generators; this keeps anything that
+    uses the global one (third-party code) repeatable from run to run as well."""
+    np.random.seed(seed)
