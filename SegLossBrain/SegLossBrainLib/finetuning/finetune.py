@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Callable
 
@@ -167,16 +168,45 @@ class _Validator:
                 "best_mean": self.best["result"]["mean"] if self.best else None}
 
 
-def _split(config: FinetuneConfig) -> tuple[list, list, str, str]:
+class ValidationMode(str, Enum):
+    """Which case fine-tuning validates on; the value is what a new version's metadata records."""
+
+    CHOSEN = "chosen case"
+    LAST_PAIR = "last pair held out"
+    TRAINING_CASE = "training case (no held-out case)"  # a single pair: optimistic, and no early stopping
+
+
+@dataclass
+class _Run:
+    """One fine-tuning run, its inputs checked and its pairs loaded."""
+
+    config: FinetuneConfig
+    loss_params: dict  # gamma expanded (``resolve_loss_params``); label weights are added by ``_run``
+    base_path: Path
+    base_meta: dict
+    base: dict  # name, sha256 and source of the base model, as the new version records them
+    training: list  # [TrainingPair]
+    validation: list  # [TrainingPair]; the training pairs themselves with ValidationMode.TRAINING_CASE
+    mode: ValidationMode
+    device: torch.device
+    run_dir: str  # the training loop's working folder (temporary)
+    emit: EventCallback
+    cancel: threading.Event | None
+
+    def log(self, message: str, **fields) -> None:
+        self.emit({"event": "log", "message": message, **fields})
+
+
+def _split(config: FinetuneConfig) -> tuple[list, list, ValidationMode, str]:
     """(training pairs, validation pairs, validation mode, what to tell the user) as file pairs."""
     pairs = [tuple(p) for p in config.pairs]
     if config.validation:
-        return pairs, [tuple(config.validation)], "chosen case", \
+        return pairs, [tuple(config.validation)], ValidationMode.CHOSEN, \
             f"validation: {Path(config.validation[0]).name} (chosen)"
     if len(pairs) >= 2:
-        return pairs[:-1], pairs[-1:], "last pair held out", \
+        return pairs[:-1], pairs[-1:], ValidationMode.LAST_PAIR, \
             f"validation: {Path(pairs[-1][0]).name} held out (the last pair); training on the other {len(pairs) - 1}"
-    return pairs, pairs, "training case (no held-out case)", (
+    return pairs, pairs, ValidationMode.TRAINING_CASE, (
         "validation: a single pair and no validation case, so Dice is measured on the training case itself "
         "(optimistic) and early stopping is off; give a validation case for an honest score")
 
@@ -213,35 +243,36 @@ def finetune(config: FinetuneConfig, on_event: EventCallback | None = None,
     with store_lock.finetune_lock(config.name):
         training_files, validation_files, mode, split_message = _split(config)
         training = [load_pair(i, l, config.resample_labels, log) for i, l in training_files]
-        validation = training if mode.startswith("training case") else \
+        validation = training if mode is ValidationMode.TRAINING_CASE else \
             [load_pair(i, l, config.resample_labels, log) for i, l in validation_files]
         overlap = {p.image_sha256 for p in training} & {p.image_sha256 for p in validation}
-        if overlap and not mode.startswith("training case"):
+        if overlap and mode is not ValidationMode.TRAINING_CASE:
             raise FinetuneError("the validation case is also a training case; choose a different validation case")
         log(split_message)
         run_dir = tempfile.mkdtemp(prefix="seglossbrain-finetune-")
         try:
-            return _run(config, params, base_path, base_meta, base, training, validation, mode, device, run_dir,
-                        emit, log, cancel)
+            return _run(_Run(config, params, base_path, base_meta, base, training, validation, mode, device, run_dir,
+                             emit, cancel))
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _run(config, params, base_path, base_meta, base, training, validation, mode, device, run_dir, emit, log,
-         cancel) -> FinetuneResult:
+def _run(run: _Run) -> FinetuneResult:
+    config, params, training, validation, device = run.config, run.loss_params, run.training, run.validation, run.device
     table = load_label_table()
     sampler = PairSampler(training, config.patch_size, augment=config.augment)
-    weights, weights_source = _label_weights(config, params, base_meta, sampler, table)
+    weights, weights_source = _label_weights(config, params, run.base_meta, sampler, table)
     if weights is not None:
         params = {**params, "label_weights": weights}
     validator = _Validator(validation, device)
-    single = mode.startswith("training case")
     training_config = TrainingConfig(
-        label_maps=[p.labels_path for p in training], run_dir=run_dir, architecture=base_meta.get("architecture", ""),
+        label_maps=[p.labels_path for p in training], run_dir=run.run_dir,
+        architecture=run.base_meta.get("architecture", ""),
         loss=config.loss, loss_params=params, learning_rate=config.learning_rate, batch_size=config.batch_size,
         patch_size=tuple(int(s) for s in config.patch_size), steps=config.steps, checkpoint_every=config.steps,
         validate_every=config.validate_every, seed=config.seed, device=str(device), precision=config.precision,
-        patience=0 if single else config.patience, freeze_encoder=config.freeze_encoder,
+        patience=0 if run.mode is ValidationMode.TRAINING_CASE else config.patience,
+        freeze_encoder=config.freeze_encoder,
         freeze_batchnorm=config.freeze_batchnorm)
     started = time.perf_counter()
     clock = {"loop": started}  # reset when the loop starts: the ETA covers steps and validations only
@@ -257,47 +288,48 @@ def _run(config, params, base_path, base_meta, base, training, validation, mode,
                                          "to the last validated weights. Lower the learning rate or check the pairs."}
         elif kind == "stopped":
             event = {**event, "message": f"cancelled at step {trainer.step}; keeping the last validated weights"}
-        emit(event)
+        run.emit(event)
 
-    trainer = Trainer(training_config, relay, generator=sampler, validator=validator, stop_event=cancel)
+    trainer = Trainer(training_config, relay, generator=sampler, validator=validator, stop_event=run.cancel)
     validator.trainer = trainer
-    trainer.load_initial_weights(str(base_path))  # checks the file's sha256; the base file is only read
+    trainer.load_initial_weights(str(run.base_path))  # checks the file's sha256; the base file is only read
     if not config.input_noise and hasattr(trainer.network, "noise_std"):
         trainer.network.noise_std = 0.0  # train-mode input noise off (module docstring); eval never adds it
-    log(f"fine-tuning {base['name']} ({base['source']}) on {len(training)} case(s) with {config.loss}, "
-        f"{config.steps} steps at lr {config.learning_rate:g} on {device.type}"
-        + (" (encoder frozen)" if config.freeze_encoder else ""))
+    run.log(f"fine-tuning {run.base['name']} ({run.base['source']}) on {len(training)} case(s) with {config.loss}, "
+            f"{config.steps} steps at lr {config.learning_rate:g} on {device.type}"
+            + (" (encoder frozen)" if config.freeze_encoder else ""))
     before = validator.evaluate(trainer.network)
     trainer.best_score = before["score"]  # early stopping counts from the base model's score
-    emit({"event": "validation", "step": 0, "before": True, **before})
+    run.emit({"event": "validation", "step": 0, "before": True, **before})
     clock["loop"] = time.perf_counter()
     try:
-        outcome = {"status": "stopped"} if cancel is not None and cancel.is_set() else trainer.run()
+        outcome = {"status": "stopped"} if run.cancel is not None and run.cancel.is_set() else trainer.run()
     except OSError as error:  # the loop's working files (temporary folder): say where, not a traceback
         reason = error.strerror or str(error)
-        raise FinetuneError(f"fine-tuning stopped: cannot write its working files in {run_dir} ({reason}); free "
+        raise FinetuneError(f"fine-tuning stopped: cannot write its working files in {run.run_dir} ({reason}); free "
                             "space there or point TMPDIR elsewhere. No new version was written.") from None
     status = {"stopped": "cancelled"}.get(outcome["status"], outcome["status"])
     best = validator.best
     if best is None:
-        log(f"{status} before any validation after step 0: no new version written; the base model is unchanged")
+        run.log(f"{status} before any validation after step 0: no new version written; the base model is unchanged")
         result = FinetuneResult(status, None, config.name, trainer.step, None, _public(before), None, None)
-        emit({"event": "result", **_result_event(result)})
+        run.emit({"event": "result", **_result_event(result)})
         return result
     trainer.network.load_state_dict(best["state"])  # the last good (best validated) weights
     after = best["result"]
     if after["score"] < before["score"]:
-        log(f"validation Dice fell from {before['mean']} to {after['mean']} with fine-tuning; keep using the "
-            "current model unless the validation case is unrepresentative", level="warning")
+        run.log(f"validation Dice fell from {before['mean']} to {after['mean']} with fine-tuning; keep using the "
+                "current model unless the validation case is unrepresentative", level="warning")
     metadata = {
-        "base": base,
+        "base": run.base,
         "loss": {"name": config.loss, "params": {k: v for k, v in params.items() if k != "label_weights"},
                  "label_weights": weights, "label_weights_from": weights_source},
         "steps": best["step"],
         "optimizer": "adam", "learning_rate": config.learning_rate, "patch_size": list(training_config.patch_size),
         "training_cases": [p.fingerprint() for p in training],
-        "validation": {"mode": mode, "grid": "1.5 mm network grid", "cases": [p.fingerprint() for p in validation],
-                       "before": _public(before), "after": _public(after)},
+        "validation": {"mode": run.mode.value, "grid": "1.5 mm network grid",
+                       "cases": [p.fingerprint() for p in validation], "before": _public(before),
+                       "after": _public(after)},
         "finetune": {"status": status, "steps_run": trainer.step, "steps_requested": config.steps,
                      "best_step": best["step"], "validate_every": config.validate_every,
                      "patience": training_config.patience, "freeze_encoder": config.freeze_encoder,
@@ -307,10 +339,10 @@ def _run(config, params, base_path, base_meta, base, training, validation, mode,
                      "wall_time_s": round(time.perf_counter() - started, 1)},
     }
     path = model_store.save_version(trainer.network, config.name, metadata)
-    log(f"saved {config.name} (weights of step {best['step']}) to {path}")
+    run.log(f"saved {config.name} (weights of step {best['step']}) to {path}")
     result = FinetuneResult(status, path, config.name, trainer.step, best["step"], _public(before), _public(after),
                             read_metadata(path))
-    emit({"event": "result", **_result_event(result)})
+    run.emit({"event": "result", **_result_event(result)})
     return result
 
 
