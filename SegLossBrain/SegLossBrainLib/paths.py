@@ -26,7 +26,7 @@ VALIDATION_SIZE = (112, 144, 112)  # the whole brain at 1.5 mm: the grid of held
 REAL_DEV_SCANS = (("bert", "bert_fs7.2_norm.nii.gz", "bert_fs7.2_aseg.nii.gz"),
                   ("vxm", "vxm_test_T1norm.nii.gz", "vxm_test_aseg.nii.gz"))
 
-_CHECKOUT = Path(__file__).resolve().parents[2]  # the repository, when this file is SegLossBrain/SegLossBrainLib/paths.py
+_CHECKOUT = Path(__file__).resolve().parents[2]  # the repository, when this is SegLossBrain/SegLossBrainLib/paths.py
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -34,7 +34,8 @@ class DataNotFoundError(FileNotFoundError):
 
 
 def _help(option: str | None) -> str:
-    return f"set {DATA_ENV} to the folder that holds {LABEL_MAPS}/ and {REAL_DEV}/" + (f", or pass {option}" if option else "")
+    where = f"set {DATA_ENV} to the folder that holds {LABEL_MAPS}/ and {REAL_DEV}/"
+    return where + (f", or pass {option}" if option else "")
 
 
 def find_data_dir() -> Path | None:
