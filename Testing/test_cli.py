@@ -1,13 +1,12 @@
 """The seglossbrain command: outputs on the input grid, JSON progress, and bad input -> exit 2, no output."""
 import csv
 import json
-import os
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import phantom, rotation
+from conftest import ROOT, phantom, rotation
 from SegLossBrainLib.cli import main
 from SegLossBrainLib.imageio.volumes import write_image
 
@@ -88,7 +87,7 @@ def test_tampered_model_and_no_model(tmp_path, input_file, random_model_file, ca
     resources = tmp_path / "Resources"
     resources.mkdir()
     (resources / "SegLossBrainLabels.csv").write_text(
-        open(os.path.join(os.path.dirname(__file__), "..", "Resources", "SegLossBrainLabels.csv")).read())
+        (ROOT / "Resources" / "SegLossBrainLabels.csv").read_text())
     monkeypatch.setenv("SEGLOSSBRAIN_RESOURCES", str(resources))
     err = run_failing(["segment", str(input_file), str(out)], capsys)
     assert "no trained SegLossBrain model is installed" in err and not out.exists()

@@ -1,15 +1,10 @@
 """Lowest-confidence structures, the point a click centres the views on, and the jump itself (slice nodes)."""
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "SegLossBrain"))
 
 from SegLossBrainLib.labels import load_label_table  # noqa: E402
 from SegLossBrainSlicer import confidence  # noqa: E402

@@ -2,9 +2,7 @@
 files on the volume's exact grid, segment-name mapping, bad pairs refused with clear messages, the live plot and
 Dice table nodes, and static checks of the new files (the background job: test_slicer_finetune_job.py)."""
 import re
-import sys
 import xml.etree.ElementTree as ElementTree
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +10,7 @@ import pytest
 slicer = pytest.importorskip("slicer")
 sitk = pytest.importorskip("SimpleITK")
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "SegLossBrain"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import ROOT  # noqa: E402
 
 from SegLossBrainLib.labels import load_label_table  # noqa: E402
 from SegLossBrainSlicer import plots, segmentation_io  # noqa: E402

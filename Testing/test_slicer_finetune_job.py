@@ -13,10 +13,6 @@ import pytest
 slicer = pytest.importorskip("slicer")
 pytest.importorskip("SimpleITK")
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "SegLossBrain"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from SegLossBrainSlicer import cli_protocol, finetune_job, model_versions  # noqa: E402
 from SegLossBrainSlicer.finetune_job import FinetuneJob, FinetuneOptions  # noqa: E402
 from SegLossBrainSlicer.input_checks import InputProblem  # noqa: E402

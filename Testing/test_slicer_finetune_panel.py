@@ -5,16 +5,13 @@ import contextlib
 import sys
 import time
 import types
-from pathlib import Path
 
 import pytest
 
 slicer = pytest.importorskip("slicer")
 pytest.importorskip("SimpleITK")
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "SegLossBrain"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import ROOT  # noqa: E402
 
 from SegLossBrainSlicer import plots  # noqa: E402
 from test_slicer_finetune_job import engine, store  # noqa: E402,F401  (fixtures)

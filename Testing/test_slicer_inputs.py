@@ -11,8 +11,7 @@ import pytest
 slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "SegLossBrain"))
+from conftest import ROOT  # noqa: E402
 
 from SegLossBrainSlicer import cli_protocol, dependencies, model_choices  # noqa: E402
 from SegLossBrainSlicer.input_checks import (InputProblem, check_input_volume, check_model_file,  # noqa: E402

@@ -1,16 +1,11 @@
 """Label map <-> segmentation node against the real MRML core (slicer-core): names, colours, terminology,
 geometry (oblique, anisotropic, transformed), export, .seg.nrrd storage, volumes table, subject hierarchy."""
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "SegLossBrain"))
 
 from SegLossBrainLib.labels import load_label_table  # noqa: E402
 from SegLossBrainSlicer import segmentation_io, subject_hierarchy, volume_table  # noqa: E402

@@ -4,17 +4,12 @@ import contextlib
 import sys
 import time
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 slicer = pytest.importorskip("slicer")
 pytest.importorskip("SimpleITK")
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "SegLossBrain"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from test_slicer_runner import FAKE_CLI, make_scene_with_volume  # noqa: E402
 

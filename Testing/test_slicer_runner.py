@@ -6,16 +6,12 @@ import signal
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 slicer = pytest.importorskip("slicer")
 pytest.importorskip("SimpleITK")
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "SegLossBrain"))
 
 from SegLossBrainSlicer import segment_job  # noqa: E402
 from SegLossBrainSlicer.cli_protocol import SegmentOptions  # noqa: E402

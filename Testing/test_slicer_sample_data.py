@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "SegLossBrain"))
+from conftest import ROOT
 
 from SegLossBrainSlicer import sample_data  # noqa: E402
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 MODULE_DIR = ROOT / "SegLossBrain"
 GLUE_DIR = MODULE_DIR / "SegLossBrainSlicer"
 MODULE_FILE = MODULE_DIR / "SegLossBrain.py"
