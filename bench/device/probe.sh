@@ -1,7 +1,7 @@
 # call 1: check the GPU software, run the CUDA test, measure steps/s of the two arms side by side
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, SimpleITK; print('torch', torch.__version__, 'sitk', SimpleITK.__version__, torch.cuda.get_device_name())"
-python3 -m pytest Testing/test_synth.py Testing/test_training.py -q -x -p no:cacheprovider -k "cuda or schedule or noise" 2>&1 | tail -2
+python3 -m pytest Testing/synthesis/test_synth.py Testing/training/test_training.py -q -x -p no:cacheprovider -k "cuda or schedule or noise" 2>&1 | tail -2
 t0=$(date +%s)
 for arm in A B; do
   extra=""; [ $arm = B ] && extra="--input-noise-std 0"
