@@ -73,7 +73,7 @@ class VNet(nn.Module):
         if torch.is_autocast_enabled("cpu") and x.device.type == "cpu":
             # The CPU bf16 kernel returns non-finite weight gradients for the bottom's 5^3 convolutions at 4^3
             # (a 64^3 patch) although their inputs and output gradients are finite: the loss study's V-Net run
-            # diverged at step 3 (bench/vnet_bf16_check.py). The bottom is small; fp32 there costs little.
+            # diverged at step 3 (bench/experiments/vnet_bf16_check.py). The bottom is small; fp32 there costs little.
             with torch.autocast("cpu", enabled=False):
                 x = self.bottom(x.float())
         else:

@@ -3,7 +3,7 @@
 Uses one real training label map from ../shared/data (relative to the repository root). On a GPU
 (``--device cuda``) the thread count only affects the host-side parameter draws.
 
-    python bench/bench_synth.py [--map PATH] [--threads 1 2] [--patches 64 96] [--samples 10] [--device cpu]
+    python bench/speed/synthesis.py [--map PATH] [--threads 1 2] [--patches 64 96] [--samples 10] [--device cpu]
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 
 from SegLossBrainLib.synthesis.generator import LabelMapSource, SynthesisSettings, SyntheticBrainGenerator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MAP = ROOT.parent / "shared" / "data" / "synthseg_label_maps" / "training_seg_01.nii.gz"
 
 

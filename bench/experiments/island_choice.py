@@ -1,6 +1,6 @@
 """Choose the island-removal threshold on held-out SYNTHETIC brains only (never the real dev scans).
 
-    python bench/island_choice.py [--model PATH] [--draws 4] [--fractions 0,0.02,0.05,0.1,0.2,0.3]
+    python bench/experiments/island_choice.py [--model PATH] [--draws 4] [--fractions 0,0.02,0.05,0.1,0.2,0.3]
 
 Draws whole-brain synthetic images (112x144x112 at 1.5 mm) from the two held-out label maps, runs the network
 once per draw, and scores each threshold on the same probabilities: mean Dice over the 17 scored structures
@@ -21,7 +21,7 @@ from SegLossBrainLib.models.files import load_model
 from SegLossBrainLib.resources import shipped_models_dir
 from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MAPS = ROOT.parent / "shared" / "data" / "synthseg_label_maps"
 HELD_OUT = ("training_seg_19.nii.gz", "training_seg_20.nii.gz")
 WATCH = ("inferior lateral ventricle", "accumbens", "3rd ventricle", "4th ventricle", "optic chiasm")

@@ -4,7 +4,7 @@ Rows are samples (the first half T1-like contrast, the rest random contrast), co
 mid slices of the image and the same slices with the 20-label target overlaid. Needs the training label
 maps in ../shared/data (relative to the repository root); only a PNG is written into the repository.
 
-    python bench/make_synth_figure.py [--samples 6] [--out docs/images/synth_samples.png]
+    python bench/figures/make_synth_figure.py [--samples 6] [--out docs/images/synth_samples.png]
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from PIL import Image  # noqa: E402 (installed with matplotlib)
 from SegLossBrainLib.labels import load_label_table  # noqa: E402
 from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrainGenerator  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MAPS = ROOT.parent / "shared" / "data" / "synthseg_label_maps"
 
 

@@ -1,7 +1,7 @@
 """Inference benchmarks: end-to-end ``segment`` on a 256^3 1 mm volume, and the network's forward pass at
 128^3 against this machine's measured 3D-convolution throughput.
 
-    python bench/bench_inference.py [--model PATH] [--threads N] [--device cpu|cuda] [--volume FILE]
+    python bench/speed/inference.py [--model PATH] [--threads N] [--device cpu|cuda] [--volume FILE]
 
 Each end-to-end run happens in a fresh child process so that its peak resident memory (ru_maxrss) is its
 own. Prints a Markdown table to paste into BENCHMARKS.md.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHARED_HEAD = ROOT.parent / "shared" / "data" / "real_dev" / "mne_sample_T1_skull_unlabeled.nii.gz"
 
 CHILD = r"""

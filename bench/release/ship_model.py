@@ -1,6 +1,6 @@
 """Ship a trained model: copy a run's compact weights into Resources/Models and write its model card.
 
-    python bench/ship_model.py runs/explog64/best.safetensors [--name wong2018-explog] [--hardware "..."]
+    python bench/release/ship_model.py runs/explog64/best.safetensors [--name wong2018-explog] [--hardware "..."]
 
 The card records data, generator settings, loss and parameters, steps, wall time, hardware, the training
 curves and the per-structure Dice on each real dev scan (evaluated here, at shipping time, with
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEV = ROOT.parent / "shared" / "data" / "real_dev"
 PAIRS = [("bert", "bert_fs7.2_norm.nii.gz", "bert_fs7.2_aseg.nii.gz"),
          ("voxelmorph test", "vxm_test_T1norm.nii.gz", "vxm_test_aseg.nii.gz")]

@@ -1,6 +1,6 @@
 """Make the Sample Data module's thumbnail of the demo volume: one axial slice, 8-bit grey, a few tens of KB.
 
-    python bench/make_sample_thumbnail.py Resources/Samples/synthetic_t1_demo.nii.gz Resources/Icons/SegLossBrainDemoT1.png
+    python bench/figures/make_sample_thumbnail.py Resources/Samples/synthetic_t1_demo.nii.gz Resources/Icons/SegLossBrainDemoT1.png
 """
 import sys
 

@@ -1,7 +1,7 @@
 """Recalibrate a model's BatchNorm statistics on fresh synthetic brains and keep the result only if the
 held-out synthetic Dice improves (the real dev scans play no part in the decision).
 
-    python bench/recalibrate_model.py runs/explog64/best.safetensors runs/explog64/recalibrated.safetensors
+    python bench/release/recalibrate_model.py runs/explog64/best.safetensors runs/explog64/recalibrated.safetensors
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from SegLossBrainLib.models.files import load_model, read_metadata, save_model
 from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
 from SegLossBrainLib.training.validation import synthetic_dice
 
-MAPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthseg_label_maps"
+MAPS = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthseg_label_maps"
 HELD_OUT = ("training_seg_19.nii.gz", "training_seg_20.nii.gz")
 
 

@@ -1,6 +1,6 @@
 """Where one structure's errors are: boundary or whole pieces, and how big the structure is in the training maps.
 
-    python bench/structure_errors.py --structure "inferior lateral ventricle" \
+    python bench/experiments/structure_errors.py --structure "inferior lateral ventricle" \
         --pair SEGMENTATION,ASEG [--pair ...]
 
 SEGMENTATION is a `seglossbrain segment` output (structure indices), ASEG a FreeSurfer aseg of the same scan
@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from SegLossBrainLib.labels import load_label_table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MAPS = ROOT.parent / "shared" / "data" / "synthseg_label_maps"
 
 

@@ -1,10 +1,10 @@
 #!/bin/bash
 # Issue 5 section 3 (reduced): fine-tune the shipped model on one dev scan, evaluate on the other, per loss.
-# Usage: bash bench/finetune_dev_pairs.sh TRAIN_IMG TRAIN_ASEG EVAL_IMG EVAL_ASEG TAG STEPS
+# Usage: bash bench/experiments/finetune_dev_pairs.sh TRAIN_IMG TRAIN_ASEG EVAL_IMG EVAL_ASEG TAG STEPS
 # Env: LOSSES="wce gdl explog" (default), THREADS=2, EXTRA="--freeze-encoder --lr 3e-5" (more finetune options).
-. "$(dirname "$0")/../.venv/bin/activate"
+. "$(dirname "$0")/../../.venv/bin/activate"
 export SEGLOSSBRAIN_MODEL_STORE=${SEGLOSSBRAIN_MODEL_STORE:-/tmp/ftstore}
-D="$(dirname "$0")/../../shared/data/real_dev"
+D="$(dirname "$0")/../../../shared/data/real_dev"
 train_img=$1; train_lab=$2; eval_img=$3; eval_lab=$4; tag=$5; steps=$6
 for loss in ${LOSSES:-wce gdl explog}; do
   start=$(date +%s)

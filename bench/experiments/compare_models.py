@@ -1,6 +1,6 @@
 """Compare candidate weights on held-out SYNTHETIC brains, paired, before choosing which to ship.
 
-    python bench/compare_models.py BASELINE.safetensors CANDIDATE.safetensors [MORE ...] [--draws 12]
+    python bench/experiments/compare_models.py BASELINE.safetensors CANDIDATE.safetensors [MORE ...] [--draws 12]
 
 Every model segments the same whole-brain synthetic images (112x144x112 at 1.5 mm, drawn from the two label
 maps held out of training with a seed that is not the training-validation seed), so the differences are paired:
@@ -21,7 +21,7 @@ from SegLossBrainLib.evaluation.metrics import dice_per_label
 from SegLossBrainLib.models.files import load_model
 from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MAPS = ROOT.parent / "shared" / "data" / "synthseg_label_maps"
 HELD_OUT = ("training_seg_19.nii.gz", "training_seg_20.nii.gz")
 WATCH = ("inferior lateral ventricle", "accumbens", "3rd ventricle", "4th ventricle", "amygdala")

@@ -6,7 +6,7 @@ the first bf16 backward gave a non-finite weight gradient in a bottom convolutio
 that convolution's input and output gradient were finite and fp32 recomputed from them was finite: a backend
 kernel problem, not the loss. This script checks that it stays fixed on a new torch.
 
-    python bench/vnet_bf16_check.py [--fp32] [--steps 3]
+    python bench/experiments/vnet_bf16_check.py [--fp32] [--steps 3]
 """
 import argparse
 

@@ -1,6 +1,6 @@
 """Which network-grid spacing to segment at, measured on held-out SYNTHETIC brains drawn at 1 mm.
 
-    python bench/grid_spacing_choice.py [--model PATH] [--spacings 1.5,1.25] [--draws 4]
+    python bench/experiments/grid_spacing_choice.py [--model PATH] [--spacings 1.5,1.25] [--draws 4]
 
 The network is trained at 1.5 mm with anatomy scaled by 0.8-1.2, i.e. it has seen structures at 1.25-1.9 mm
 per voxel. Segmenting on a finer grid could recover thin structures (the inferior lateral ventricle is 1-3 mm
@@ -26,7 +26,7 @@ from SegLossBrainLib.models.files import load_model
 from SegLossBrainLib.resources import shipped_models_dir
 from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MAPS = ROOT.parent / "shared" / "data" / "synthseg_label_maps"
 HELD_OUT = ("training_seg_19.nii.gz", "training_seg_20.nii.gz")
 WATCH = ("inferior lateral ventricle", "accumbens", "3rd ventricle", "4th ventricle", "amygdala")

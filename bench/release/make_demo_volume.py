@@ -1,7 +1,7 @@
 """Make the embedded demo volume: a synthetic T1-weighted head at 1 mm, drawn by SegLossBrain's own generator
 from a label map held out of training, with its ground-truth labels.
 
-    python bench/make_demo_volume.py ../shared/data/synthseg_label_maps/training_seg_20.nii.gz Resources/Samples
+    python bench/release/make_demo_volume.py ../shared/data/synthseg_label_maps/training_seg_20.nii.gz Resources/Samples
 """
 import sys
 from pathlib import Path

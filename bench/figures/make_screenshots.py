@@ -11,7 +11,7 @@ Segments a real T1 scan with ``SegLossBrainLib.inference.segment`` (CPU by defau
 
 The output is deterministic for a given model and image. Only PNGs are written into the repository.
 
-    python bench/make_screenshots.py --model M.safetensors \\
+    python bench/figures/make_screenshots.py --model M.safetensors \\
         --image ../shared/data/real_dev/bert_fs7.2_norm.nii.gz --out docs/images
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from PIL import Image  # noqa: E402 (installed with matplotlib)
 from SegLossBrainLib.labels import load_label_table  # noqa: E402
 from SegLossBrainLib.imageio.volumes import read_image, same_grid  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_IMAGE = ROOT.parent / "shared" / "data" / "real_dev" / "bert_fs7.2_norm.nii.gz"
 # surfaces in the 3D view, drawn in this order; the cerebellar cortex is see-through so the brainstem shows
 SURFACES = ("lateral ventricle", "thalamus", "caudate", "putamen", "pallidum", "hippocampus", "amygdala",
