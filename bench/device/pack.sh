@@ -4,7 +4,7 @@
 # SimpleITK's wheel unpacked (262 MB -> 28 MB), the 20 label maps as raw .nii (32 MB gz -> 11 MB), the MNE head
 # for the inference benchmark. Takes ~3 min on 2 cores. Run from the repository root.
 set -euo pipefail
-DATA=${DATA:-../shared/data}
+DATA=${DATA:-${SEGLOSSBRAIN_DATA:-../shared/data}}
 mkdir -p gpu_carry && work=$(mktemp -d) && trap 'rm -rf "$work"' EXIT
 version=$(python -c "import SimpleITK; print(SimpleITK.__version__)")
 python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

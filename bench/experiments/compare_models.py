@@ -16,15 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from held_out import WATCH, held_out_dice
 from SegLossBrainLib.labels import load_label_table
-from SegLossBrainLib.evaluation.metrics import dice_per_label
 from SegLossBrainLib.models.files import load_model
-from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
-
-ROOT = Path(__file__).resolve().parents[2]
-MAPS = ROOT.parent / "shared" / "data" / "synthseg_label_maps"
-HELD_OUT = ("training_seg_19.nii.gz", "training_seg_20.nii.gz")
-WATCH = ("inferior lateral ventricle", "accumbens", "3rd ventricle", "4th ventricle", "amygdala")
 
 
 def score_models(paths: list[str], draws: int, seed: int, threads: int) -> tuple[np.ndarray, list[str]]:
@@ -35,20 +29,13 @@ def score_models(paths: list[str], draws: int, seed: int, threads: int) -> tuple
     for path in paths:
         network, _ = load_model(path)
         networks.append(network.eval())
-    generator = SyntheticBrainGenerator([str(MAPS / m) for m in HELD_OUT], SynthesisSettings(patch_size=(112, 144, 112)))
-    rng = torch.Generator().manual_seed(seed)
-    dice = []
-    for draw in range(draws):
-        for source in range(len(HELD_OUT)):
-            image, target = generator.sample(rng, source_index=source)
-            row = []
-            for network in networks:
-                with torch.inference_mode():
-                    labels = network(image[None]).argmax(dim=1)[0].numpy()
-                row.append(dice_per_label(labels, target.numpy(), table.num_classes))
-            dice.append(row)
-        print(f"draw {draw + 1}/{draws} done", flush=True)
-    return np.array(dice).transpose(1, 0, 2), table.names
+
+    def segment(image):
+        with torch.inference_mode():
+            return {m: network(image[None]).argmax(dim=1)[0].numpy() for m, network in enumerate(networks)}
+
+    scores = held_out_dice(segment, draws, seed)
+    return np.stack([scores[m] for m in range(len(networks))]), table.names
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
 # Env: LOSSES="wce gdl explog" (default), THREADS=2, EXTRA="--freeze-encoder --lr 3e-5" (more finetune options).
 . "$(dirname "$0")/../../.venv/bin/activate"
 export SEGLOSSBRAIN_MODEL_STORE=${SEGLOSSBRAIN_MODEL_STORE:-/tmp/ftstore}
-D="$(dirname "$0")/../../../shared/data/real_dev"
+D="${SEGLOSSBRAIN_DATA:-$(dirname "$0")/../../../shared/data}/real_dev"
 train_img=$1; train_lab=$2; eval_img=$3; eval_lab=$4; tag=$5; steps=$6
 for loss in ${LOSSES:-wce gdl explog}; do
   start=$(date +%s)

@@ -14,22 +14,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from SegLossBrainLib.postprocessing.islands import suppress_islands
+from held_out import SHIPPED_MODEL, held_out_dice
 from SegLossBrainLib.labels import load_label_table
-from SegLossBrainLib.evaluation.metrics import dice_per_label
 from SegLossBrainLib.models.files import load_model
-from SegLossBrainLib.resources import shipped_models_dir
-from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
+from SegLossBrainLib.paths import HELD_OUT_MAPS
+from SegLossBrainLib.postprocessing.islands import suppress_islands
 
-ROOT = Path(__file__).resolve().parents[2]
-MAPS = ROOT.parent / "shared" / "data" / "synthseg_label_maps"
-HELD_OUT = ("training_seg_19.nii.gz", "training_seg_20.nii.gz")
 WATCH = ("inferior lateral ventricle", "accumbens", "3rd ventricle", "4th ventricle", "optic chiasm")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default=str(shipped_models_dir() / "wong2018-explog.safetensors"))
+    parser.add_argument("--model", default=str(SHIPPED_MODEL))
     parser.add_argument("--draws", type=int, default=4)
     parser.add_argument("--fractions", default="0,0.02,0.05,0.1,0.2,0.3")
     parser.add_argument("--seed", type=int, default=555)  # not the training validation seed
@@ -38,23 +34,18 @@ def main() -> None:
     table = load_label_table()
     network, _ = load_model(args.model)
     network.eval()
-    generator = SyntheticBrainGenerator([str(MAPS / m) for m in HELD_OUT], SynthesisSettings(patch_size=(112, 144, 112)))
-    rng = torch.Generator().manual_seed(args.seed)
-    scores = {f: [] for f in fractions}
-    for draw in range(args.draws):
-        for source in range(len(HELD_OUT)):
-            image, target = generator.sample(rng, source_index=source)
-            with torch.inference_mode():
-                probabilities = torch.softmax(network(image[None]).float(), dim=1)[0]
-            for fraction in fractions:
-                labels = suppress_islands(probabilities, fraction).argmax(dim=0).numpy()
-                scores[fraction].append(dice_per_label(labels, target.numpy(), table.num_classes))
-        print(f"draw {draw + 1}/{args.draws} done", flush=True)
-    print(f"{args.draws} draws x {len(HELD_OUT)} held-out maps, model {Path(args.model).name}")
+
+    def segment(image):
+        with torch.inference_mode():
+            probabilities = torch.softmax(network(image[None]).float(), dim=1)[0]
+        return {f: suppress_islands(probabilities, f).argmax(dim=0).numpy() for f in fractions}
+
+    scores = held_out_dice(segment, args.draws, args.seed)
+    print(f"{args.draws} draws x {len(HELD_OUT_MAPS)} held-out maps, model {Path(args.model).name}")
     print("| min_fraction | mean Dice (17) | " + " | ".join(WATCH) + " |")
     print("|---|---|" + "---|" * len(WATCH))
     for fraction in fractions:
-        dice = np.nanmean(np.array(scores[fraction]), axis=0)
+        dice = np.nanmean(scores[fraction], axis=0)
         mean17 = float(np.mean([dice[i] for i in table.scored_indices]))
         print(f"| {fraction:g} | {mean17:.4f} | "
               + " | ".join(f"{dice[table.names.index(n)]:.4f}" for n in WATCH) + " |")

@@ -20,9 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from SegLossBrainLib.labels import load_label_table
-
-ROOT = Path(__file__).resolve().parents[2]
-MAPS = ROOT.parent / "shared" / "data" / "synthseg_label_maps"
+from SegLossBrainLib.paths import LABEL_MAPS, find_data_dir
 
 
 def volume_ratio(indices: np.ndarray, structure: int, relative_to: int) -> tuple[int, float]:
@@ -55,7 +53,8 @@ def main() -> None:
         print(f"| {Path(seg_path).name} | {reference.sum()} | {predicted.sum()} | {dice:.3f} | {fp_touch} | "
               f"{false_pos.sum() - fp_touch} | {fn_touch} | {false_neg.sum() - fn_touch} | {pieces[0]} / {pieces[1]} "
               f"| {ratio:.3f} |")
-    maps = sorted(MAPS.glob("training_seg_*.nii.gz"))
+    data = find_data_dir()
+    maps = sorted((data / LABEL_MAPS).glob("training_seg_*.nii.gz")) if data else []
     if maps:
         stats = np.array([volume_ratio(table.map_freesurfer(np.asanyarray(nib.load(m).dataobj)), index, other)
                           for m in maps])

@@ -32,9 +32,9 @@ from PIL import Image  # noqa: E402 (installed with matplotlib)
 
 from SegLossBrainLib.labels import load_label_table  # noqa: E402
 from SegLossBrainLib.imageio.volumes import read_image, same_grid  # noqa: E402
+from SegLossBrainLib.paths import REAL_DEV, data_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_IMAGE = ROOT.parent / "shared" / "data" / "real_dev" / "bert_fs7.2_norm.nii.gz"
 # surfaces in the 3D view, drawn in this order; the cerebellar cortex is see-through so the brainstem shows
 SURFACES = ("lateral ventricle", "thalamus", "caudate", "putamen", "pallidum", "hippocampus", "amygdala",
             "brainstem", "cerebellum cortex")
@@ -333,7 +333,7 @@ def save_png(fig, path: Path, limit_kb: int = 400) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="model file (.safetensors with its .json)")
-    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
+    parser.add_argument("--image", type=Path, help="T1 scan (default: bert of the data folder's real_dev)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images", help="folder for the PNGs")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
@@ -343,6 +343,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     table = load_label_table()
+    args.image = args.image or data_dir("--image") / REAL_DEV / "bert_fs7.2_norm.nii.gz"
     image = read_image(args.image)
     from SegLossBrainLib.models.files import read_metadata
 

@@ -2,7 +2,8 @@
 
 Rows are samples (the first half T1-like contrast, the rest random contrast), columns the axial and coronal
 mid slices of the image and the same slices with the 20-label target overlaid. Needs the training label
-maps in ../shared/data (relative to the repository root); only a PNG is written into the repository.
+maps of the data folder ($SEGLOSSBRAIN_DATA, or ../shared/data beside the checkout); only a PNG is written into
+the repository.
 
     python bench/figures/make_synth_figure.py [--samples 6] [--out docs/images/synth_samples.png]
 """
@@ -21,10 +22,10 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402 (installed with matplotlib)
 
 from SegLossBrainLib.labels import load_label_table  # noqa: E402
+from SegLossBrainLib.paths import label_maps_dir  # noqa: E402
 from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrainGenerator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MAPS = ROOT.parent / "shared" / "data" / "synthseg_label_maps"
 
 
 def overlay(image: np.ndarray, target: np.ndarray, colors: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -36,13 +37,14 @@ def overlay(image: np.ndarray, target: np.ndarray, colors: np.ndarray, alpha: fl
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--maps", type=Path, default=DEFAULT_MAPS)
+    parser.add_argument("--maps", type=Path, help="folder of label maps (default: the data folder's)")
     parser.add_argument("--samples", type=int, default=6)
     parser.add_argument("--patch", type=int, nargs=3, default=(112, 128, 112), help="D H W at 1.5 mm")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "synth_samples.png")
     args = parser.parse_args(argv)
 
+    args.maps = args.maps or label_maps_dir("--maps")
     paths = sorted(args.maps.glob("training_seg_*.nii.gz"))[: args.samples]
     if not paths:
         raise SystemExit(f"no training_seg_*.nii.gz in {args.maps}")

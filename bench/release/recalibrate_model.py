@@ -11,18 +11,16 @@ from pathlib import Path
 
 import torch
 
-from SegLossBrainLib.training.bn_recalibration import recalibrate_batchnorm
 from SegLossBrainLib.labels import load_label_table
 from SegLossBrainLib.models.files import load_model, read_metadata, save_model
+from SegLossBrainLib.paths import VALIDATION_SIZE, label_maps_dir, split_held_out
 from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
+from SegLossBrainLib.training.bn_recalibration import recalibrate_batchnorm
 from SegLossBrainLib.training.validation import synthetic_dice
 
-MAPS = Path(__file__).resolve().parents[3] / "shared" / "data" / "synthseg_label_maps"
-HELD_OUT = ("training_seg_19.nii.gz", "training_seg_20.nii.gz")
 
-
-def held_out_mean(network, table, size) -> float:
-    scores = synthetic_dice(network, table, [str(MAPS / name) for name in HELD_OUT], size, "cpu")
+def held_out_mean(network, table, size, held_out: list[str]) -> float:
+    scores = synthetic_dice(network, table, held_out, size, "cpu")
     return sum(v["mean"] for v in scores.values()) / len(scores)
 
 
@@ -31,17 +29,17 @@ def main() -> None:
     parser.add_argument("model", type=Path)
     parser.add_argument("output", type=Path)
     parser.add_argument("--samples", type=int, default=100)
-    parser.add_argument("--size", default="112,144,112")
+    parser.add_argument("--size", default=",".join(map(str, VALIDATION_SIZE)))
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split(","))
     table = load_label_table()
     network, _ = load_model(args.model)
-    before = held_out_mean(network, table, size)
-    training_maps = sorted(str(p) for p in MAPS.glob("training_seg_*.nii.gz") if p.name not in HELD_OUT)
+    training_maps, held_out = split_held_out(sorted(label_maps_dir().glob("training_seg_*.nii.gz")))
+    before = held_out_mean(network, table, size, held_out)
     generator = SyntheticBrainGenerator(training_maps, SynthesisSettings(patch_size=size))
     rng = torch.Generator().manual_seed(77)
     recalibrate_batchnorm(network, lambda: generator.batch(1, rng)[0], samples=args.samples)
-    after = held_out_mean(network, table, size)
+    after = held_out_mean(network, table, size, held_out)
     print(json.dumps({"held_out_synthetic_dice_before": round(before, 4), "after": round(after, 4)}))
     if after > before:
         metadata = read_metadata(args.model)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shutil
 from pathlib import Path
@@ -18,9 +17,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parents[2]
-DEV = ROOT.parent / "shared" / "data" / "real_dev"
-PAIRS = [("bert", "bert_fs7.2_norm.nii.gz", "bert_fs7.2_aseg.nii.gz"),
-         ("voxelmorph test", "vxm_test_T1norm.nii.gz", "vxm_test_aseg.nii.gz")]
+CARD_NAMES = {"bert": "bert", "vxm": "voxelmorph test"}  # the dev scans as the model card names them
 
 
 def evaluate_dev(model_path: Path) -> dict:
@@ -28,14 +25,17 @@ def evaluate_dev(model_path: Path) -> dict:
     from SegLossBrainLib.labels import load_label_table
     from SegLossBrainLib.evaluation.metrics import evaluate_labels, mean_over
     from SegLossBrainLib.imageio.volumes import read_image
+    from SegLossBrainLib.paths import REAL_DEV, REAL_DEV_SCANS, find_data_dir
 
     table = load_label_table()
     results = {}
-    for name, image_file, labels_file in PAIRS:
-        if not (DEV / image_file).is_file():
+    dev = (find_data_dir() or Path("no data folder")) / REAL_DEV  # scans not found are left out, as before
+    for case, image_file, labels_file in REAL_DEV_SCANS:
+        name = CARD_NAMES[case]
+        if not (dev / image_file).is_file():
             continue
-        image = read_image(DEV / image_file)
-        reference = table.map_freesurfer(sitk.GetArrayFromImage(read_image(DEV / labels_file)))
+        image = read_image(dev / image_file)
+        reference = table.map_freesurfer(sitk.GetArrayFromImage(read_image(dev / labels_file)))
         prediction = sitk.GetArrayFromImage(segment(image, model=str(model_path), device="cpu").labels)
         rows = evaluate_labels(prediction, reference, tuple(reversed(image.GetSpacing())), table.names)
         results[name] = {"rows": rows, "mean17": mean_over(rows, "dice", table.scored_indices),
@@ -97,6 +97,7 @@ def main() -> None:
     parser.add_argument("--status", default="preliminary", choices=["preliminary", "released"],
                         help="preliminary: below the quality target; segment prints a note with every result")
     args = parser.parse_args()
+    from SegLossBrainLib.imageio.atomic import atomic_path
     from SegLossBrainLib.models.files import load_model, metadata_path, read_metadata
 
     load_model(args.weights)  # refuses anything corrupted or mismatched before it is shipped
@@ -105,9 +106,8 @@ def main() -> None:
     meta["status"] = args.status
     target = ROOT / "Resources" / "Models" / f"{args.name}.safetensors"
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(".tmp-" + target.name)
-    shutil.copyfile(args.weights, temporary)
-    os.replace(temporary, target)
+    with atomic_path(target) as temporary:
+        shutil.copyfile(args.weights, temporary)
     metadata_path(target).write_text(json.dumps(meta, indent=2))
     curves_source = args.weights.parent / "curves.png"
     curves = None

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import torch
 
+from SegLossBrainLib.paths import REAL_DEV, find_data_dir
+
 ROOT = Path(__file__).resolve().parents[2]
-SHARED_HEAD = ROOT.parent / "shared" / "data" / "real_dev" / "mne_sample_T1_skull_unlabeled.nii.gz"
+HEAD = "mne_sample_T1_skull_unlabeled.nii.gz"  # in the data folder's real_dev/
 
 CHILD = r"""
 import json, resource, sys, time
@@ -42,13 +44,14 @@ print(json.dumps({"startup_and_read_s": t1 - t0, "segment_s": t2 - t1, "write_s"
 
 
 def volume_256(path: Path | None) -> Path:
-    """A 256^3 1 mm head: the given file, the MNE sample head from ../shared, or the demo volume padded."""
+    """A 256^3 1 mm head: the given file, the MNE sample head of the data folder, or the demo volume padded."""
     import SimpleITK as sitk
 
     if path:
         return path
-    if SHARED_HEAD.is_file():
-        return SHARED_HEAD
+    data = find_data_dir()
+    if data and (data / REAL_DEV / HEAD).is_file():
+        return data / REAL_DEV / HEAD
     demo = sitk.ReadImage(str(ROOT / "Resources" / "Samples" / "synthetic_t1_demo.nii.gz"))
     pad = [(256 - s) // 2 for s in demo.GetSize()]
     padded = sitk.ConstantPad(demo, pad, [256 - s - p for s, p in zip(demo.GetSize(), pad)], 0)

@@ -1,6 +1,6 @@
 """Throughput of the synthetic training-pair generator: samples per second by patch size and thread count.
 
-Uses one real training label map from ../shared/data (relative to the repository root). On a GPU
+Uses one real training label map of the data folder ($SEGLOSSBRAIN_DATA, or ../shared/data). On a GPU
 (``--device cuda``) the thread count only affects the host-side parameter draws.
 
     python bench/speed/synthesis.py [--map PATH] [--threads 1 2] [--patches 64 96] [--samples 10] [--device cpu]
@@ -13,20 +13,20 @@ from pathlib import Path
 
 import torch
 
+from SegLossBrainLib.paths import label_maps_dir
 from SegLossBrainLib.synthesis.generator import LabelMapSource, SynthesisSettings, SyntheticBrainGenerator
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MAP = ROOT.parent / "shared" / "data" / "synthseg_label_maps" / "training_seg_01.nii.gz"
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--map", type=Path, default=DEFAULT_MAP)
+    parser.add_argument("--map", type=Path, help="label map (default: training_seg_01 of the data folder)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--patches", type=int, nargs="+", default=[64, 96])
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    args.map = args.map or label_maps_dir("--map") / "training_seg_01.nii.gz"
 
     start = time.perf_counter()
     source = LabelMapSource.load(args.map, device=args.device)
