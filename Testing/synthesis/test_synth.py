@@ -1,4 +1,4 @@
-"""Tests of the synthetic training-pair generator (SegLossBrainLib.synth).
+"""Tests of the synthetic training-pair generator (SegLossBrainLib.synthesis).
 
 The phantom is an analytic head (nested ellipsoids + an off-centre left ventricle and hippocampus) defined in
 LPS millimetres and voxelised on whatever grid a test needs, so axis-aligned and oblique label maps describe

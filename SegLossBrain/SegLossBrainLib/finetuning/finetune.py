@@ -1,6 +1,6 @@
 """Fine-tuning: a model version + a site's own (image, labelmap) pairs -> a new version in the user store.
 
-It runs the one training loop (``training.Trainer``) with real patches (``finetune_data.PairSampler``) in
+It runs the one training loop (``training.trainer.Trainer``) with real patches (``pairs.PairSampler``) in
 place of synthetic brains, and adds what few cases need:
 
 * **Validation.** A case the user names; otherwise, with two or more pairs, the last pair is held out

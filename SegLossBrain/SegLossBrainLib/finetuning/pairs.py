@@ -3,12 +3,12 @@
 A pair is checked the way a user needs to hear about it: labels must fit the 19-structure order or
 FreeSurfer aseg values (``LabelTable.to_index_labels``; unfit values are listed), must hold at least two
 structures, and must share the image's grid unless ``resample_labels`` (nearest neighbour onto the image,
-logged). The image then goes to the network grid exactly as at inference (``grid.plan_network_grid`` +
-``grid.to_network``) and the labels follow it by nearest neighbour, so the network is fine-tuned on what it
-will see when segmenting.
+logged). The image then goes to the network grid exactly as at inference (``plan_network_grid`` +
+``to_network`` of ``preprocessing/grid.py``) and the labels follow it by nearest neighbour, so the network is
+fine-tuned on what it will see when segmenting.
 
-``PairSampler`` has the synthetic generator's ``batch(batch_size, rng)`` interface, so ``training.Trainer``
-runs it unchanged. Augmentation is light on purpose (a few real cases, a model already trained on heavy
+``PairSampler`` has the synthetic generator's ``batch(batch_size, rng)`` interface, so the training loop
+(``training/trainer.py``) runs it unchanged. Augmentation is light on purpose (a few real cases, a model already trained on heavy
 synthetic augmentation): a left-right mirror (every structure merges left and right, so the mirrored target
 is still correct), gamma, a smooth bias field and noise. No rotations: the network grid already aligns the
 head to its training orientation.

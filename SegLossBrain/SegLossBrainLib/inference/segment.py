@@ -71,7 +71,7 @@ def segment(image: sitk.Image, model: str | os.PathLike | torch.nn.Module | None
 
     ``model``: None (the installed default), a path or name of a model file, or a loaded network.
     ``island_fraction``: when > 0, a structure's detached pieces smaller than this share of its largest piece
-    go to their next most probable class (``islands.py``; off by default).
+    go to their next most probable class (``postprocessing/islands.py``; off by default).
     The result's labelmap has exactly ``image``'s size, spacing, origin and direction."""
     report = progress or (lambda fraction, message: None)
     check_image(image)

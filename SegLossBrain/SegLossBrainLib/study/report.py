@@ -1,4 +1,4 @@
-"""Tables and plots of a loss study (``study.py``): results.csv, results.md, validation_curves.png,
+"""Tables and plots of a loss study (``runner.py``): results.csv, results.md, validation_curves.png,
 structure_dice.png, all in the study folder.
 
 Structures are ordered by their voxel share over the training label maps, largest first, so that the

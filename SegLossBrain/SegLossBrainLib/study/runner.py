@@ -6,7 +6,7 @@ rate of the study; a run lives in ``<out>/<run id>/`` (the arm's name, plus ``_l
 several rates). ``<out>/study.json`` records the settings: a study is continued only with the same settings.
 Rerunning continues where it stopped: a run that reached its last step is skipped, an interrupted one resumes
 from its ``last.pt``, a diverged one is left as it is (and reported). After the runs, ``evaluate_runs`` scores
-each run's best weights on the held-out synthetic maps and the real dev scans (``study_report`` writes the
+each run's best weights on the held-out synthetic maps and the real dev scans (``report.py`` writes the
 tables and plots). Docs: ``docs/LOSS_STUDY.md``.
 """
 from __future__ import annotations
@@ -303,7 +303,7 @@ RECALIBRATION_SEED = 77
 def recalibrate(network, settings: StudySettings, device: str):
     """BatchNorm statistics re-estimated on ``settings.recalibrate_bn`` synthetic brains from the training maps,
     whole-brain size, fixed seed: batch-1 running averages are noisy, and that noise should not decide the
-    comparison (``bn_recalibration``)."""
+    comparison (``training/bn_recalibration.py``)."""
     import torch
 
     from ..training.bn_recalibration import recalibrate_batchnorm

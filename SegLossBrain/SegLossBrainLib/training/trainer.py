@@ -1,13 +1,13 @@
 """The one training loop: synthetic brains in, checkpoints and compact weights out.
 
-Every step draws a new synthetic image from a label map (``synth``), runs the network, and applies the loss
+Every step draws a new synthetic image from a label map (``synthesis``), runs the network, and applies the loss
 chosen by name from the registry. Every ``checkpoint_every`` steps the whole state (model, optimiser, step,
 random generators) is written atomically to ``<run>/last.pt``; ``resume=True`` continues exactly from it. A
 run can also start from weights alone (``init_weights``: a ``.safetensors`` model file), which is how a run
 restarts when only the committed compact weights survived. SIGTERM/SIGINT finish the current step, write a
 checkpoint and return. A NaN/Inf loss stops the run without writing: the last checkpoint stays good.
 
-Fine-tuning (``finetune.py``) runs this same loop with three hooks: ``generator`` (any object with the
+Fine-tuning (``finetuning/``) runs this same loop with three hooks: ``generator`` (any object with the
 synthetic generator's ``batch(batch_size, rng)``: real pairs instead of synthetic brains), ``validator``
 (``network -> dict`` with a ``score``) and ``stop_event`` (a ``threading.Event``: cancel from another thread).
 ``patience`` stops after that many validations without a better score; ``freeze_encoder`` trains the decoder
