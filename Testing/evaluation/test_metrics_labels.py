@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from SegLossBrainLib.labels import LabelError, load_label_table
 from SegLossBrainLib.evaluation.metrics import dice_per_label, evaluate_labels, hausdorff95
+from SegLossBrainLib.labels import LabelError, load_label_table
 
 monai_metrics = pytest.importorskip("monai.metrics")
 

@@ -15,14 +15,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from SegLossBrainLib.models import files as models, lock as store_lock, store as model_store
-from SegLossBrainLib.training import trainer as training
 from SegLossBrainLib.cli import main
 from SegLossBrainLib.finetuning.finetune import FinetuneConfig, FinetuneError, finetune
 from SegLossBrainLib.finetuning.pairs import load_pair
-from SegLossBrainLib.labels import LabelError
-from SegLossBrainLib.models.files import load_model, sha256_of
 from SegLossBrainLib.imageio.volumes import InputError
+from SegLossBrainLib.labels import LabelError
+from SegLossBrainLib.models import files as models, lock as store_lock, store as model_store
+from SegLossBrainLib.models.files import load_model, sha256_of
+from SegLossBrainLib.training import trainer as training
 
 INDEX_TO_ASEG = {3: (4, 43), 7: (10, 49), 1: (2, 41), 2: (3, 42)}  # (left, right)
 

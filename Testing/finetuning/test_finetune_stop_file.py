@@ -8,9 +8,9 @@ import time
 
 import torch
 
-from SegLossBrainLib.finetuning import finetune as finetune_module
 from SegLossBrainLib.cli import main
 from SegLossBrainLib.cli.finetune import watch_stop_file
+from SegLossBrainLib.finetuning import finetune as finetune_module
 from SegLossBrainLib.models.files import load_model
 from test_finetune import one_thread, pairs, store  # noqa: F401 (fixtures)
 

@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from SegLossBrainLib.models import files as models, store as model_store
 from SegLossBrainLib.cli import main
+from SegLossBrainLib.models import files as models, store as model_store
 from SegLossBrainLib.models.lock import StoreBusyError, finetune_lock
 from SegLossBrainLib.models.store import StoreError
 

@@ -6,8 +6,8 @@ import SimpleITK as sitk
 import torch
 
 from conftest import phantom, rotation
-from SegLossBrainLib.preprocessing import grid as grids
 from SegLossBrainLib.inference.segment import segment
+from SegLossBrainLib.preprocessing import grid as grids
 
 FLIP_PERMUTE = np.array([[0, 0, -1], [-1, 0, 0], [0, 1, 0]], dtype=float)  # e.g. a sagittal acquisition
 OBLIQUE = rotation(12, -20, 25)

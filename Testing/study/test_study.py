@@ -148,10 +148,10 @@ def test_scoring_after_batchnorm_recalibration(study, data, tmp_path):
 
     import torch
 
-    from SegLossBrainLib.training.bn_recalibration import recalibrate_batchnorm
     from SegLossBrainLib.models.files import load_model
     from SegLossBrainLib.study.runner import RECALIBRATION_SEED, recalibrate
     from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
+    from SegLossBrainLib.training.bn_recalibration import recalibrate_batchnorm
 
     out = tmp_path / "study"
     shutil.copytree(study[0], out)

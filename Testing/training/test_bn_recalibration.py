@@ -2,8 +2,8 @@
 noise and dropout off while measuring."""
 import torch
 
-from SegLossBrainLib.training.bn_recalibration import recalibrate_batchnorm
 from SegLossBrainLib.networks.wong2018 import Wong2018Net
+from SegLossBrainLib.training.bn_recalibration import recalibrate_batchnorm
 
 
 def test_running_mean_is_the_average_of_batch_means():

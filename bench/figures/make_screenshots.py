@@ -30,8 +30,8 @@ import SimpleITK as sitk  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from PIL import Image  # noqa: E402 (installed with matplotlib)
 
-from SegLossBrainLib.labels import load_label_table  # noqa: E402
 from SegLossBrainLib.imageio.volumes import read_image, same_grid  # noqa: E402
+from SegLossBrainLib.labels import load_label_table  # noqa: E402
 from SegLossBrainLib.paths import REAL_DEV, data_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,10 +21,10 @@ CARD_NAMES = {"bert": "bert", "vxm": "voxelmorph test"}  # the dev scans as the 
 
 
 def evaluate_dev(model_path: Path) -> dict:
-    from SegLossBrainLib.inference.segment import segment
-    from SegLossBrainLib.labels import load_label_table
     from SegLossBrainLib.evaluation.metrics import evaluate_labels, mean_over
     from SegLossBrainLib.imageio.volumes import read_image
+    from SegLossBrainLib.inference.segment import segment
+    from SegLossBrainLib.labels import load_label_table
     from SegLossBrainLib.paths import REAL_DEV, REAL_DEV_SCANS, find_data_dir
 
     table = load_label_table()

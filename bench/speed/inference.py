@@ -29,8 +29,8 @@ import json, resource, sys, time
 t0 = time.perf_counter()
 import torch
 torch.set_num_threads(int(sys.argv[4]))
-from SegLossBrainLib.inference.segment import segment
 from SegLossBrainLib.imageio.volumes import read_image, write_image
+from SegLossBrainLib.inference.segment import segment
 image = read_image(sys.argv[1])
 t1 = time.perf_counter()
 result = segment(image, model=sys.argv[3] if sys.argv[3] != "-" else None, device=sys.argv[5])

@@ -11,10 +11,10 @@ from .common import fraction
 def run_evaluate(args, reporter) -> int:
     import SimpleITK as sitk
 
-    from ..inference.segment import segment
-    from ..labels import load_label_table
     from ..evaluation.metrics import evaluate_labels, mean_over
     from ..imageio.volumes import InputError, read_image, same_grid
+    from ..inference.segment import segment
+    from ..labels import load_label_table
 
     table = load_label_table()
     if len(args.images) != len(args.labels):

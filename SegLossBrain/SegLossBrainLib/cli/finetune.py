@@ -51,8 +51,8 @@ def _describe(event: dict) -> str | None:
 
 
 def run_finetune(args, reporter) -> int:
-    from ..finetuning.finetune import FinetuneConfig, finetune
     from ..device import seed_numpy, set_threads
+    from ..finetuning.finetune import FinetuneConfig, finetune
 
     set_threads(args.threads)
     seed_numpy()

@@ -29,8 +29,8 @@ def _check_output_path(path: Path) -> None:
 
 
 def run_segment(args, reporter: Reporter) -> int:
-    from ..inference.segment import segment
     from ..imageio.volumes import read_image
+    from ..inference.segment import segment
 
     outputs = [Path(args.output)] + [Path(p) for p in (args.probabilities, args.confidence, args.volumes) if p]
     for path in outputs:  # fail before an hour of work, not after

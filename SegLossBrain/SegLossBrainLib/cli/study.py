@@ -112,9 +112,9 @@ def _describe(event: dict) -> str | None:
 
 
 def run_study_command(args, reporter) -> int:
-    from ..study.runner import check_settings, load_manifest, record_evaluation_settings, run_study
-    from ..study.report import report_study
     from ..device import seed_numpy, set_threads, training_device
+    from ..study.report import report_study
+    from ..study.runner import check_settings, load_manifest, record_evaluation_settings, run_study
 
     set_threads(args.threads)
     seed_numpy()

@@ -26,10 +26,10 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..preprocessing import grid as grids
-from ..labels import LabelError, load_label_table
-from ..synthesis.intensity import bias_field
 from ..imageio.volumes import InputError, check_image, read_image, same_grid
+from ..labels import LabelError, load_label_table
+from ..preprocessing import grid as grids
+from ..synthesis.intensity import bias_field
 
 MIN_STRUCTURES = 2  # fewer than this: nothing to learn that is not already the background
 FEW_STRUCTURES = 10  # below this, warn: unlabelled structures are learnt as background

@@ -306,8 +306,8 @@ def recalibrate(network, settings: StudySettings, device: str):
     comparison (``training/bn_recalibration.py``)."""
     import torch
 
-    from ..training.bn_recalibration import recalibrate_batchnorm
     from ..synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
+    from ..training.bn_recalibration import recalibrate_batchnorm
 
     generator = SyntheticBrainGenerator(
         settings.label_maps, SynthesisSettings(**{**settings.synthesis, "patch_size": settings.validation_size}),

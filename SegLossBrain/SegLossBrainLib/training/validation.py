@@ -39,8 +39,8 @@ def synthetic_dice(network, table, label_maps, size, device, synthesis: dict | N
 def real_dice(network, table, pairs, device) -> dict:
     import SimpleITK as sitk
 
-    from ..inference.segment import segment
     from ..imageio.volumes import read_image
+    from ..inference.segment import segment
 
     results = {}
     for image_path, labels_path, name in pairs:
