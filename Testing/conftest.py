@@ -46,6 +46,81 @@ def phantom(size=(70, 60, 50), spacing=(1.3, 1.1, 2.0), direction=None, origin=(
     return sitk.Cast(result, dtype), sphere.reshape(tuple(reversed(size)))
 
 
+TRUE_FRAME = rotation(3, 4, 9)  # columns: the head's left, posterior, superior axes in LPS
+TRUE_CENTRE = np.array([4.0, -6.0, 10.0])
+WM, CORTEX, HIPPOCAMPUS, THIRD_VENTRICLE, BRAINSTEM = 1, 2, 14, 11, 13
+
+
+def fissure(y):
+    """The phantom's midline surface: x = fissure(y) in head coordinates, bending 5 mm each way."""
+    return 5.0 * np.sin(y / 25.0)
+
+
+def phantom_brain(direction=None, spacing=(1.5, 1.7, 2.0), size=(104, 96, 76)):
+    """(19-structure labelmap, head coordinates [k, j, i, 3]). Two hemispheres separated by a 2 mm gap along
+    a curved fissure, joined by a white-matter bridge (a corpus callosum); hippocampi; midline structures."""
+    direction = rotation(5, -7, 12) if direction is None else direction
+    image = sitk.Image(list(size), sitk.sitkUInt8)
+    image.SetSpacing(spacing)
+    image.SetDirection([float(v) for v in np.asarray(direction).flatten()])
+    centre_index = (np.array(size) - 1) / 2
+    matrix = np.asarray(direction).reshape(3, 3) @ np.diag(spacing)
+    image.SetOrigin([float(v) for v in TRUE_CENTRE - matrix @ centre_index])
+    k, j, i = np.meshgrid(*[np.arange(n) for n in reversed(size)], indexing="ij")
+    physical = np.stack([i, j, k], -1) @ matrix.T + np.asarray(image.GetOrigin())
+    head = (physical - TRUE_CENTRE) @ TRUE_FRAME  # x left, y posterior, z superior
+    x, y, z = head[..., 0], head[..., 1], head[..., 2]
+    brain = (x / 62) ** 2 + (y / 72) ** 2 + (z / 52) ** 2 < 1
+    labels = np.zeros(brain.shape, np.uint8)
+    labels[brain] = CORTEX
+    labels[brain & ((x / 48) ** 2 + (y / 58) ** 2 + (z / 40) ** 2 < 1)] = WM
+    labels[brain & (np.abs(x - fissure(y)) < 1.0)] = 0  # the fissure
+    labels[(np.abs(x - fissure(y)) < 8) & (np.abs(y) < 20) & (np.abs(z) < 5)] = WM  # the bridge
+    for side in (1, -1):
+        labels[np.linalg.norm(head - [side * 26, 8, -14], axis=-1) < 7] = HIPPOCAMPUS
+    labels[(np.abs(x - fissure(y)) < 1.5) & (np.abs(y) < 10) & (np.abs(z - 12) < 6)] = THIRD_VENTRICLE
+    labels[(x ** 2 + (y - 10) ** 2 < 100) & (z < -25) & (z > -45)] = BRAINSTEM
+    result = sitk.GetImageFromArray(labels)
+    result.CopyInformation(image)
+    return result, head
+
+
+def brain_image(labels: sitk.Image) -> sitk.Image:
+    """A T1-like image of a phantom brain labelmap (white matter brightest), for the stand-in network below."""
+    values = np.array([0, 110, 70, 20, 20, 110, 70, 90, 80, 85, 100, 20, 20, 95, 75, 75, 20, 80, 95, 90], np.float32)
+    array = values[sitk.GetArrayFromImage(labels)] + np.random.default_rng(0).normal(0, 2, labels.GetSize()[::-1])
+    image = sitk.GetImageFromArray(array.astype(np.float32))
+    image.CopyInformation(labels)
+    return image
+
+
+@pytest.fixture
+def labels_network(monkeypatch):
+    """Makes ``segment`` answer with a known labelmap instead of running a network: ``install(labels)`` sets the
+    labelmap (any grid); the "network's" probabilities are its one-hot on the network grid (nearest neighbour)."""
+    from SegLossBrainLib.inference import segment as engine
+
+    grids = engine.grids
+    planned = {}
+    original = grids.to_network
+
+    def to_network(image, grid):
+        planned["grid"] = grid
+        return original(image, grid)
+
+    def install(labels: sitk.Image):
+        def predict(network, tensor, device, tta=False):
+            reference = planned["grid"].reference_image()
+            on_grid = sitk.Resample(labels, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+            array = torch.from_numpy(sitk.GetArrayFromImage(on_grid).astype(np.int64))
+            return torch.nn.functional.one_hot(array, 20).permute(3, 0, 1, 2).float()
+
+        monkeypatch.setattr(grids, "to_network", to_network)
+        monkeypatch.setattr(engine, "predict_probabilities", predict)
+
+    return install
+
+
 class ThresholdNet(torch.nn.Module):
     """A stand-in network with a known answer: class 1 where the normalised intensity is above 0.6, else
     background. Lets geometry tests check where a structure lands without a trained model."""
@@ -71,7 +146,8 @@ def threshold_net():
 
 @pytest.fixture(scope="session")
 def random_model_file(tmp_path_factory) -> Path:
-    """A randomly initialised Wong 2018 model saved as a model file (never presented as trained)."""
+    """A randomly initialised Wong 2018 model saved as a model file (never presented as trained). It finds no
+    brain in anything, so segmenting with it needs ``--force`` (as with ``ThresholdNet``)."""
     from SegLossBrainLib.models.files import save_model
     from SegLossBrainLib.networks import build_network
 
@@ -79,3 +155,44 @@ def random_model_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models") / "random.safetensors"
     save_model(build_network("wong2018"), path, {"loss": {"name": "none"}, "note": "random weights, tests only"})
     return path
+
+
+def write_dicom_series(image: sitk.Image, folder: Path) -> list[Path]:
+    """Write ``image`` as an MR DICOM series (one file per slice, int16) with pydicom: its geometry in the
+    standard tags (position, orientation, spacing), so any reader rebuilds the same grid. Returns the files."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    array = np.round(sitk.GetArrayFromImage(image)).astype(np.int16)
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    spacing = image.GetSpacing()
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    files = []
+    for k in range(array.shape[0]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = pydicom.Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.Modality, ds.PatientID, ds.PatientName, ds.PatientSex = "MR", "PHANTOM", "Phantom^Brain", "O"
+        ds.PatientBirthDate, ds.StudyDate, ds.StudyTime, ds.StudyID = "", "20240101", "120000", "1"
+        ds.AccessionNumber, ds.ReferringPhysicianName, ds.Manufacturer = "", "", "test"
+        ds.SeriesNumber, ds.InstanceNumber = 3, k + 1
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))]
+        ds.ImageOrientationPatient = [f"{v:.8f}" for v in list(direction[:, 0]) + list(direction[:, 1])]
+        ds.PixelSpacing = [f"{spacing[1]:.6f}", f"{spacing[0]:.6f}"]  # row spacing (along j), column spacing (i)
+        ds.SliceThickness = f"{spacing[2]:.6f}"
+        ds.Rows, ds.Columns = array.shape[1], array.shape[2]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.PixelData = array[k].tobytes()
+        path = folder / f"slice{k:03d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        files.append(path)
+    return files

@@ -1,8 +1,10 @@
 """The label table: 19 brain structures + background, in the product's fixed order.
 
 One source of truth, `Resources/SegLossBrainLabels.csv`, a Slicer (>= 5.8) CSV colour table with
-terminology columns plus one column of our own, ``FreeSurferLabels``: the FreeSurfer aseg values that merge
-into each structure (left and right together). Any aseg value not listed there maps to background.
+terminology columns plus columns of our own: ``FreeSurferLabels``, the FreeSurfer aseg values that merge
+into each structure (left and right together; any aseg value not listed there maps to background), and
+``FreeSurferLeft``/``FreeSurferRight``, the one aseg value of each side that ``--hemispheres`` writes (equal for
+a structure aseg does not split: 3rd/4th ventricle, brainstem, CSF, optic chiasm).
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ TERMINOLOGY_PARTS = ("Category", "Type", "TypeModifier", "Region", "RegionModifi
 CSF_INDEX = 16
 FREESURFER_ASEG_MAX = 255  # FreeSurferColorLUT's aseg range; 1000+ are cortical parcellations
 OPTIC_CHIASM_INDEX = 19
+# SNOMED CT laterality, as Slicer's terminology and DICOM SEG carry it (the segmented property type modifier)
+LATERALITY = {"left": ("SCT", "7771000", "Left"), "right": ("SCT", "24028007", "Right")}
 
 
 class LabelError(ValueError):
@@ -40,6 +44,15 @@ class CodedEntry:
         return f"{self.scheme}^{self.value}^{self.meaning}" if self else "^^"
 
 
+def terminology_string(terminology: dict) -> str:
+    """Codes (part name -> CodedEntry) in Slicer's terminology-entry serialisation, as a Slicer >= 5.8 colour
+    table gives it for the same CSV row: context~category~type~type modifier~anatomic context~region~region
+    modifier~."""
+    parts = [terminology[name].slicer_string() for name in ("Category", "Type", "TypeModifier")]
+    regions = [terminology[name].slicer_string() for name in ("Region", "RegionModifier")]
+    return "~" + "~".join(parts) + "~~" + "~".join(regions) + "~"
+
+
 @dataclass(frozen=True)
 class Structure:
     index: int
@@ -47,13 +60,14 @@ class Structure:
     color: tuple[int, int, int]
     freesurfer_labels: tuple[int, ...]
     terminology: dict  # part name -> CodedEntry
+    freesurfer_sides: tuple[int, int] = (0, 0)  # (left, right) aseg values; equal when aseg does not split it
+
+    @property
+    def paired(self) -> bool:
+        return self.freesurfer_sides[0] != self.freesurfer_sides[1]
 
     def terminology_string(self) -> str:
-        """The codes in Slicer's terminology-entry serialisation, as a Slicer >= 5.8 colour table gives it for
-        the same CSV row: context~category~type~type modifier~anatomic context~region~region modifier~."""
-        parts = [self.terminology[name].slicer_string() for name in ("Category", "Type", "TypeModifier")]
-        regions = [self.terminology[name].slicer_string() for name in ("Region", "RegionModifier")]
-        return "~" + "~".join(parts) + "~~" + "~".join(regions) + "~"
+        return terminology_string(self.terminology)
 
 
 @dataclass(frozen=True)
@@ -138,8 +152,50 @@ class LabelTable:
         return self.map_freesurfer(labels), "freesurfer"
 
 
+@dataclass(frozen=True)
+class OutputSegment:
+    """One segment of an output labelmap: the structures of the table (values 1..19), or with ``hemispheres``
+    each paired structure's left and right (FreeSurfer aseg values) and the unpaired ones' single aseg value."""
+
+    value: int
+    name: str
+    color: tuple[int, int, int]
+    structure: Structure
+    side: str = ""  # "left", "right" or "" (both / unpaired)
+    terminology: dict = None  # part name -> CodedEntry, laterality in TypeModifier
+
+    def terminology_string(self) -> str:
+        return terminology_string(self.terminology)
+
+
+def output_segments(table: LabelTable, hemispheres: bool = False) -> list[OutputSegment]:
+    """The segments an output labelmap carries, in table order (left before right)."""
+    segments = []
+    for s in table.structures[1:]:
+        if not hemispheres:
+            segments.append(OutputSegment(s.index, s.name, s.color, s, "", s.terminology))
+            continue
+        if not s.paired:
+            segments.append(OutputSegment(s.freesurfer_sides[0], s.name, s.color, s, "", s.terminology))
+            continue
+        for side, value in zip(("left", "right"), s.freesurfer_sides):
+            terminology = dict(s.terminology, TypeModifier=CodedEntry(*LATERALITY[side]))
+            segments.append(OutputSegment(value, f"{side.capitalize()} {s.name}", s.color, s, side, terminology))
+    return segments
+
+
 def _normalise_name(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def _sides(row: dict, index: int, path: Path) -> tuple[int, int]:
+    left, right = row.get("FreeSurferLeft", ""), row.get("FreeSurferRight", "")
+    if not left and not right:  # an older table without side columns: no left/right output for this structure
+        return (0, 0)
+    try:
+        return int(left), int(right)
+    except ValueError:
+        raise ValueError(f"{path}: row {index + 2} needs integer FreeSurferLeft and FreeSurferRight") from None
 
 
 @lru_cache(maxsize=4)
@@ -165,6 +221,7 @@ def load_label_table(path: str | Path | None = None) -> LabelTable:
                 color=(int(row["Color_R"]), int(row["Color_G"]), int(row["Color_B"])),
                 freesurfer_labels=tuple(int(v) for v in row.get("FreeSurferLabels", "").split()),
                 terminology=terminology,
+                freesurfer_sides=_sides(row, index, path),
             )
         )
     # Colours and terminology codes may be edited without invalidating trained models; order, names and the

@@ -21,7 +21,7 @@ def test_segment_writes_labels_volumes_and_confidence_on_the_input_grid(tmp_path
                                                                        capsys):
     out = tmp_path / "labels.nii.gz"
     code = main(["segment", str(input_file), str(out), "--model", str(random_model_file), "--device", "cpu",
-                 "--volumes", str(tmp_path / "v.csv"), "--confidence", str(tmp_path / "c.nii.gz"),
+                 "--force", "--volumes", str(tmp_path / "v.csv"), "--confidence", str(tmp_path / "c.nii.gz"),
                  "--probabilities", str(tmp_path / "p.nii.gz")])
     assert code == 0
     image, labels = sitk.ReadImage(str(input_file)), sitk.ReadImage(str(out))
@@ -43,7 +43,7 @@ def test_segment_writes_labels_volumes_and_confidence_on_the_input_grid(tmp_path
 
 def test_progress_json_lines(tmp_path, input_file, random_model_file, capsys):
     code = main(["segment", str(input_file), str(tmp_path / "l.nrrd"), "--model", str(random_model_file),
-                 "--device", "cpu", "--progress-json"])
+                 "--device", "cpu", "--progress-json", "--force"])
     assert code == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     fractions = [e["fraction"] for e in events if e["event"] == "progress"]
@@ -104,7 +104,8 @@ def test_seg_nrrd_opens_in_slicer_as_named_coded_segments(tmp_path, input_file, 
     from SegLossBrainLib.labels import load_label_table
 
     out = tmp_path / "labels.seg.nrrd"
-    assert main(["segment", str(input_file), str(out), "--model", str(random_model_file), "--device", "cpu"]) == 0
+    assert main(["segment", str(input_file), str(out), "--model", str(random_model_file), "--device", "cpu",
+                 "--force"]) == 0
     scene = slicer.vtkMRMLScene()
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")

@@ -67,7 +67,7 @@ def test_cli_removes_islands_only_when_asked(tmp_path, random_model_file):
     for name, extra in (("removed", ["--remove-islands", "0.1"]), ("kept", [])):
         out = tmp_path / f"{name}.nii.gz"
         assert main(["segment", str(input_file), str(out), "--model", str(random_model_file), "--device", "cpu",
-                     "--probabilities", str(tmp_path / f"{name}_p.nii.gz")] + extra) == 0
+                     "--force", "--probabilities", str(tmp_path / f"{name}_p.nii.gz")] + extra) == 0
         outputs[name] = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"{name}_p.nii.gz")))
     kept = np.moveaxis(outputs["kept"], -1, 0)  # written as a 20-component vector image on the network grid
     removed = np.moveaxis(outputs["removed"], -1, 0)

@@ -86,7 +86,7 @@ def test_a_structure_lands_where_it_was(threshold_net, direction, spacing):
     image, truth = phantom(size=size, spacing=spacing, direction=direction, origin=origin,
                            centre_mm=tuple(np.asarray(origin) + direction @ (np.asarray(size) * spacing / 2) +
                                            np.array([8.0, -6.0, 5.0])))
-    result = segment(image, model=threshold_net, device="cpu")
+    result = segment(image, model=threshold_net, device="cpu", force=True)
     labels = sitk.GetArrayFromImage(result.labels)
     assert result.labels.GetSize() == image.GetSize()
     assert np.allclose(result.labels.GetSpacing(), image.GetSpacing())
@@ -105,6 +105,6 @@ def test_a_structure_lands_where_it_was(threshold_net, direction, spacing):
 
 def test_integer_input_and_uint8_output(threshold_net):
     image, _ = phantom(dtype=sitk.sitkInt16)
-    result = segment(image, model=threshold_net, device="cpu")
+    result = segment(image, model=threshold_net, device="cpu", force=True)
     assert result.labels.GetPixelID() == sitk.sitkUInt8
     assert set(np.unique(sitk.GetArrayFromImage(result.labels))) <= {0, 1}

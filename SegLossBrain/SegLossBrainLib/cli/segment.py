@@ -10,12 +10,24 @@ from ..imageio.atomic import open_atomic
 from .common import EXIT_OK, Reporter, add_progress_json, fraction
 
 
-def _write_volumes_csv(volumes_ml: dict, path: Path) -> None:
+def _write_volumes_csv(result, path: Path) -> None:
+    """One row per structure: volume, QC flag and, with left/right, each side's volume and the asymmetry index
+    (L - R) / ((L + R) / 2)."""
+    from ..postprocessing.hemispheres import asymmetry_index
+
+    sides = result.side_volumes_ml
+    flags = result.quality.flags if result.quality else {}
     with open_atomic(path, "w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(["structure", "volume_ml"])
-        for name, value in volumes_ml.items():
-            writer.writerow([name, f"{value:.3f}"])
+        writer.writerow(["structure", "volume_ml"] + (["left_ml", "right_ml", "asymmetry_index"] if sides else [])
+                        + ["qc"])
+        for name, value in result.volumes_ml.items():
+            row = [name, f"{value:.3f}"]
+            if sides:
+                left, right = sides.get(name, (None, None))
+                row += ["", "", ""] if left is None else [f"{left:.3f}", f"{right:.3f}",
+                                                          f"{asymmetry_index(left, right):.4f}"]
+            writer.writerow(row + [flags.get(name, "")])
 
 
 def _check_output_path(path: Path) -> None:
@@ -28,22 +40,40 @@ def _check_output_path(path: Path) -> None:
         raise InputError(f"output folder {folder} is not writable; choose another output path")
 
 
+def _check_request(args) -> None:
+    """Option combinations that cannot work, refused before any work."""
+    from ..imageio.volumes import InputError
+
+    if args.dicom_seg:
+        if not Path(args.input).is_dir():
+            raise InputError(f"--dicom-seg needs a DICOM series folder as input; {args.input} is not a folder. Give "
+                             "the folder of the DICOM series, or drop --dicom-seg")
+        if args.output_spacing is not None:
+            raise InputError("--dicom-seg writes the labels on the DICOM series' own grid; it cannot be combined "
+                             "with --output-spacing (run twice, or drop one)")
+
+
 def run_segment(args, reporter: Reporter) -> int:
     from ..imageio.volumes import read_image
     from ..inference.segment import segment
 
-    outputs = [Path(args.output)] + [Path(p) for p in (args.probabilities, args.confidence, args.volumes) if p]
+    _check_request(args)
+    outputs = [Path(args.output)] + [Path(p) for p in (args.probabilities, args.confidence, args.volumes,
+                                                       args.dicom_seg) if p]
     for path in outputs:  # fail before an hour of work, not after
         _check_output_path(path)
     image = read_image(args.input)
     result = segment(image, model=args.model, device=args.device, tta=args.tta,
                      island_fraction=args.remove_islands,
                      return_probabilities=bool(args.probabilities), with_confidence=bool(args.confidence),
-                     progress=reporter.progress)
+                     progress=reporter.progress, output_spacing=args.output_spacing,
+                     hemispheres=args.hemispheres, force=args.force)
     reporter.close()
     status = result.model_metadata.get("status")
     if status and status != "released":
         reporter.log(f"note: this model is {status}: {result.model_metadata.get('status_note', '')}".rstrip(": "))
+    for warning in result.quality.warnings:
+        reporter.log(f"warning: {warning}")
     written: list[Path] = []
     try:
         _write_outputs(args, result, written)
@@ -51,12 +81,17 @@ def run_segment(args, reporter: Reporter) -> int:
         for path in written:  # all outputs or none
             path.unlink(missing_ok=True)
         raise
+    flags = result.quality.flags
     if reporter.json_lines:
-        reporter.emit("result", output=str(args.output), confidence=args.confidence, volumes_ml=result.volumes_ml)
+        reporter.emit("result", output=str(args.output), confidence=args.confidence, volumes_ml=result.volumes_ml,
+                      side_volumes_ml=result.side_volumes_ml, qc=flags, warnings=result.quality.warnings,
+                      hemispheres=bool(args.hemispheres))
     else:
         print(f"labels written to {args.output} (device {result.device})")
         for name, value in result.volumes_ml.items():
-            print(f"  {name:28s} {value:9.2f} mL")
+            sides = result.side_volumes_ml.get(name)
+            side_text = f"  (L {sides[0]:8.2f}, R {sides[1]:8.2f})" if sides else ""
+            print(f"  {name:28s} {value:9.2f} mL{side_text}{'  QC: ' + flags[name] if name in flags else ''}")
     return EXIT_OK
 
 
@@ -65,7 +100,8 @@ def _write_outputs(args, result, written: list) -> None:
 
     from ..imageio.volumes import write_image
 
-    written.append(write_image(result.labels, args.output))
+    labels = result.sided_labels if args.hemispheres else result.labels
+    written.append(write_image(labels, args.output, hemispheres=args.hemispheres))
     if args.confidence:
         written.append(write_image(result.confidence, args.confidence))
     if args.probabilities:
@@ -79,8 +115,13 @@ def _write_outputs(args, result, written: list) -> None:
         vector.SetDirection(reference.GetDirection())
         written.append(write_image(vector, args.probabilities))
     if args.volumes:
-        _write_volumes_csv(result.volumes_ml, args.volumes)
+        _write_volumes_csv(result, args.volumes)
         written.append(Path(args.volumes))
+    if args.dicom_seg:
+        from .. import __version__
+        from ..imageio.dicomseg import write_dicom_seg
+
+        written.append(write_dicom_seg(labels, args.input, args.dicom_seg, args.hemispheres, __version__))
 
 
 def run_info(args, reporter: Reporter) -> int:
@@ -118,7 +159,8 @@ def run_demo(args, reporter: Reporter) -> int:
     args.output = str(output_dir / "demo_labels.nii.gz")
     args.volumes = str(output_dir / "demo_volumes.csv")
     args.confidence = str(output_dir / "demo_confidence.nii.gz")
-    args.probabilities = None
+    args.probabilities = args.dicom_seg = args.output_spacing = None
+    args.hemispheres = args.force = False
     reporter.log(f"segmenting the embedded demo volume {sample.name} (synthetic T1, made by SegLossBrain's generator)")
     return run_segment(args, reporter)
 
@@ -141,7 +183,17 @@ def add_segment_commands(commands) -> None:
     add_model_options(segment)
     segment.add_argument("--probabilities", help="also write class probabilities (20-channel, network grid)")
     segment.add_argument("--confidence", help="also write the per-voxel max probability (input grid)")
-    segment.add_argument("--volumes", help="also write structure volumes (mL) as CSV")
+    segment.add_argument("--volumes", help="also write structure volumes (mL) and QC flags as CSV")
+    segment.add_argument("--hemispheres", action="store_true",
+                         help="left and right structures as FreeSurfer aseg values (2/41 cerebral WM, 17/53 "
+                              "hippocampus, ...); the volumes CSV gets left, right and an asymmetry index")
+    segment.add_argument("--output-spacing", type=float, metavar="MM",
+                         help="labels (and confidence) on an isotropic grid of MM mm covering the input, e.g. 1 "
+                              "for a scan with thick slices (default: the input's own grid)")
+    segment.add_argument("--dicom-seg", metavar="FILE",
+                         help="also write a DICOM Segmentation object referencing the input DICOM series")
+    segment.add_argument("--force", action="store_true",
+                         help="segment even when no brain is found in the input (exit 2 otherwise)")
     segment.set_defaults(handler=run_segment)
 
     demo = commands.add_parser("demo", help="segment the embedded demo volume")

@@ -16,6 +16,8 @@ from .atomic import atomic_path
 
 MAX_SPACING_MM = 20.0
 MIN_SPACING_MM = 1e-3
+OUTPUT_SPACING_MM = (0.25, 10.0)  # --output-spacing: finer is beyond any MR; coarser loses the small structures
+MAX_OUTPUT_VOXELS = 1 << 29  # 512 M voxels: 2.5 GB of labels + confidence; a 0.25 mm head already needs 1 G
 MIN_BRAIN_EXTENT_MM = 60.0  # smallest field of view (every axis) that can hold an adult brain's core
 LABELMAP_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".mgz", ".mgh")
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
@@ -54,14 +56,20 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         ) from None
 
 
-def _read_dicom_folder(folder: Path) -> sitk.Image:
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+def dicom_series_files(folder: str | os.PathLike) -> list[str]:
+    """The files of the series ``read_image`` reads from a DICOM folder, in its slice order (a DICOM SEG refers
+    to them frame by frame)."""
+    folder = Path(folder)
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) if folder.is_dir() else ()
     if not series:
         raise InputError(f"{folder}: folder holds no DICOM series; give a volume file or a DICOM series folder")
     # Several series: take the one with most slices (the 3D acquisition rather than localisers).
-    files = max((sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), s) for s in series), key=len)
+    return list(max((sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), s) for s in series), key=len))
+
+
+def _read_dicom_folder(folder: Path) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
+    reader.SetFileNames(dicom_series_files(folder))
     return reader.Execute()
 
 
@@ -126,8 +134,21 @@ def check_image(image: sitk.Image, name: str = "input") -> None:
         raise InputError(f"{name} is empty or constant (every voxel is {low}); it holds no image")
 
 
-def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:
-    """Write atomically: to a temporary file beside the target, then rename; nothing half-written remains."""
+def check_output_spacing(image: sitk.Image, spacing: float) -> None:
+    """Refuse an output grid spacing that is not a sensible isotropic voxel size for ``image``'s field of view."""
+    low, high = OUTPUT_SPACING_MM
+    if not (np.isfinite(spacing) and low <= spacing <= high):
+        raise InputError(f"output spacing {spacing} mm is outside {low:g}-{high:g} mm; give an isotropic voxel size "
+                         "such as 1 (mm)")
+    voxels = float(np.prod(np.ceil(np.asarray(image.GetSize()) * np.asarray(image.GetSpacing()) / spacing)))
+    if voxels > MAX_OUTPUT_VOXELS:
+        raise InputError(f"output spacing {spacing} mm gives {voxels / 1e6:.0f} M voxels over the input's field of "
+                         f"view (at most {MAX_OUTPUT_VOXELS / 1e6:.0f} M); choose a larger spacing")
+
+
+def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True, hemispheres: bool = False) -> Path:
+    """Write atomically: to a temporary file beside the target, then rename; nothing half-written remains.
+    ``hemispheres``: a ``.seg.nrrd`` labelmap holds FreeSurfer aseg values with left/right segments."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
@@ -140,7 +161,7 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
     if suffix == ".seg.nrrd":
         from .segnrrd import with_segment_metadata
 
-        image = with_segment_metadata(image)
+        image = with_segment_metadata(image, hemispheres)
     with atomic_path(path) as temporary:
         sitk.WriteImage(image, str(temporary), useCompression=compress)
     return path

@@ -5,15 +5,16 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 import SimpleITK as sitk
 import torch
 
 from ..device import select_device
-from ..imageio.volumes import check_image
-from ..labels import load_label_table
+from ..evaluation.volumes import structure_volumes_ml
+from ..imageio.volumes import check_image, check_output_spacing
 from ..models.files import load_model
 from ..models.store import resolve_model
+from ..postprocessing import qc
+from ..postprocessing.hemispheres import Plane, check_hemisphere_table, side_volumes_ml, split_hemispheres
 from ..postprocessing.islands import suppress_islands
 from ..preprocessing import grid as grids
 
@@ -22,13 +23,17 @@ ProgressCallback = Callable[[float, str], None]
 
 @dataclass
 class SegmentationResult:
-    labels: sitk.Image  # uint8, values 0..19 in the label table's order, on the input grid
-    confidence: sitk.Image | None = None  # float32 per-voxel max probability, on the input grid
+    labels: sitk.Image  # uint8, values 0..19 in the label table's order, on the input grid (or the one asked for)
+    confidence: sitk.Image | None = None  # float32 per-voxel max probability, on the grid of ``labels``
     probabilities: torch.Tensor | None = None  # [20, D, H, W] on the network grid (return_probabilities)
     network_grid: grids.NetworkGrid | None = None
     volumes_ml: dict = field(default_factory=dict)
     model_metadata: dict = field(default_factory=dict)
     device: str = "cpu"
+    quality: qc.QualityReport | None = None  # no-brain / field-of-view warnings, per-structure flags
+    sided_labels: sitk.Image | None = None  # with hemispheres: FreeSurfer aseg values, left/right split
+    midsagittal_plane: Plane | None = None
+    side_volumes_ml: dict = field(default_factory=dict)  # with hemispheres: name -> (left mL, right mL)
 
 
 def predict_probabilities(network: torch.nn.Module, tensor: torch.Tensor, device: torch.device,
@@ -56,25 +61,25 @@ def predict_probabilities(network: torch.nn.Module, tensor: torch.Tensor, device
     return (total / len(views)).cpu()
 
 
-def structure_volumes_ml(labels: sitk.Image) -> dict:
-    """Volume of each structure in mL (voxel count x voxel volume), by name, background excluded."""
-    table = load_label_table()
-    counts = np.bincount(sitk.GetArrayViewFromImage(labels).ravel(), minlength=table.num_classes)
-    voxel_ml = float(np.prod(labels.GetSpacing())) / 1000.0
-    return {s.name: float(counts[s.index]) * voxel_ml for s in table.structures if s.index > 0}
-
-
 def segment(image: sitk.Image, model: str | os.PathLike | torch.nn.Module | None = None, device: str = "auto",
             tta: bool = False, return_probabilities: bool = False, with_confidence: bool = False,
-            progress: ProgressCallback | None = None, island_fraction: float = 0.0) -> SegmentationResult:
+            progress: ProgressCallback | None = None, island_fraction: float = 0.0,
+            output_spacing: float | None = None, hemispheres: bool = False, force: bool = False) -> SegmentationResult:
     """Segment the 19 structures of a brain MR volume.
 
     ``model``: None (the installed default), a path or name of a model file, or a loaded network.
     ``island_fraction``: when > 0, a structure's detached pieces smaller than this share of its largest piece
     go to their next most probable class (``postprocessing/islands.py``; off by default).
-    The result's labelmap has exactly ``image``'s size, spacing, origin and direction."""
+    ``output_spacing``: labels and confidence on an isotropic grid of this spacing (mm) covering the input,
+    mapped from the same probabilities; by default exactly ``image``'s size, spacing, origin and direction.
+    ``hemispheres``: also split the paired structures into left and right (``sided_labels``).
+    ``force``: segment even when no brain is found (``qc.NoBrainError`` otherwise, before any output exists)."""
     report = progress or (lambda fraction, message: None)
     check_image(image)
+    if output_spacing is not None:
+        check_output_spacing(image, output_spacing)
+    if hemispheres:
+        check_hemisphere_table()
     chosen = select_device(device)
     report(0.05, "loading model")
     if isinstance(model, torch.nn.Module):
@@ -91,15 +96,28 @@ def segment(image: sitk.Image, model: str | os.PathLike | torch.nn.Module | None
     report(0.25, f"running the network on {chosen.type} ({'x'.join(map(str, network_grid.shape))} voxels"
                  f"{', with left-right flip' if tta else ''})")
     probabilities = suppress_islands(predict_probabilities(network, tensor, chosen, tta=tta), island_fraction)
+    quality = qc.check_input(probabilities, network_grid.spacing, force)
     report(0.8, "mapping probabilities back to the input grid")
-    labels, confidence = grids.probabilities_to_image(probabilities, network_grid, image, with_confidence)
+    reference = image if output_spacing is None else grids.isotropic_grid(image, output_spacing)
+    labels, confidence = grids.probabilities_to_image(probabilities, network_grid, reference, with_confidence)
+    volumes_ml = structure_volumes_ml(labels)
+    qc.check_output(quality, labels, volumes_ml)
+    sided, plane, sides_ml = None, None, {}
+    if hemispheres:
+        report(0.9, "splitting left and right")
+        sided, plane = split_hemispheres(labels)
+        sides_ml = side_volumes_ml(sided)
     report(1.0, "done")
     return SegmentationResult(
         labels=labels,
         confidence=confidence,
         probabilities=probabilities if return_probabilities else None,
         network_grid=network_grid,
-        volumes_ml=structure_volumes_ml(labels),
+        volumes_ml=volumes_ml,
         model_metadata=metadata,
         device=chosen.type,
+        quality=quality,
+        sided_labels=sided,
+        midsagittal_plane=plane,
+        side_volumes_ml=sides_ml,
     )
