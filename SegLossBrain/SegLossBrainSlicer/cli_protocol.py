@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import paths
@@ -33,9 +33,11 @@ class SegmentOptions:
     device: str = "auto"
     tta: bool = False
     confidence: bool = False
+    hemispheres: bool = False
+    force: bool = False  # segment even when the engine finds no brain
 
     def on_cpu(self) -> "SegmentOptions":
-        return SegmentOptions(self.model_path, "cpu", self.tta, self.confidence)
+        return replace(self, device="cpu")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,10 @@ def segment_arguments(input_path, output_path, options: SegmentOptions, confiden
         args += ["--model", str(options.model_path)]
     if options.tta:
         args.append("--tta")
+    if options.hemispheres:
+        args.append("--hemispheres")
+    if options.force:
+        args.append("--force")
     if confidence_path is not None:
         args += ["--confidence", str(confidence_path)]
     return args

@@ -19,6 +19,7 @@ REQUIREMENTS = {
     "nibabel": "nibabel>=5.0",
     "safetensors": "safetensors>=0.4",
     "tqdm": "tqdm>=4.60",
+    "highdicom": "highdicom>=0.22",
 }
 TORCH = "torch"
 

@@ -4,6 +4,7 @@ Slicer only (Qt). The work itself is in Qt-free files: a :class:`SegmentRun` run
 and this panel polls it with a QTimer, so Slicer stays responsive and Cancel acts at once.
 """
 import logging
+from dataclasses import replace
 
 import qt
 import slicer
@@ -14,6 +15,7 @@ from . import confidence, dependencies, model_choices, segmentation_io
 from .cli_protocol import SegmentOptions
 from .i18n import _
 from .input_checks import InputProblem
+from .segment_job import NO_BRAIN
 from .parameters import validate
 from .segment_run import SegmentError
 
@@ -130,14 +132,22 @@ class SegmentPanel(VTKObservationMixin):
             if choice is None:
                 raise InputProblem(self.ui.modelMessageLabel.text or _("No model is available."))
             options = SegmentOptions(choice.path, self.parameters.device, self.parameters.tta,
-                                     self.parameters.confidence)
-            run = self.logic.create_run(self.parameters, options, model_sha256=choice.sha256)
+                                     self.parameters.confidence, self.parameters.hemispheres)
+        except (InputProblem, OSError) as error:
+            slicer.util.errorDisplay(str(error), windowTitle=_("Cannot segment"))
+            return
+        self._start(self.parameters, options, choice.sha256)
+
+    def _start(self, parameters, options, model_sha256) -> None:
+        try:
+            run = self.logic.create_run(parameters, options, model_sha256=model_sha256)
             run.start()
         except (InputProblem, OSError) as error:
             slicer.util.errorDisplay(str(error), windowTitle=_("Cannot segment"))
             return
+        run.model_sha256 = model_sha256  # for a second try with --force
         # The run reports to the parameter node it started from, even if the module is left meanwhile.
-        self._run, self._run_parameters, self._cancel_reason = run, self.parameters, None
+        self._run, self._run_parameters, self._cancel_reason = run, parameters, None
         self.ui.logText.clear()
         for note in run.notes:
             self.ui.logText.appendPlainText(note)
@@ -176,6 +186,11 @@ class SegmentPanel(VTKObservationMixin):
             with slicer.util.WaitCursor():
                 result = run.finish()
         except SegmentError as error:
+            if NO_BRAIN in str(error) and not run.options.force and slicer.util.confirmYesNoDisplay(
+                    _("{message}\n\nSegment it anyway?").format(message=str(error).split(". Check")[0]),
+                    windowTitle=_("No brain found")):
+                self._start(self._run_parameters, replace(run.options, force=True), run.model_sha256)
+                return
             self.ui.statusLabel.text = _("Segmentation failed.")
             self.ui.logCollapsibleButton.collapsed = False
             slicer.util.errorDisplay(str(error), windowTitle=_("Segmentation failed"),
@@ -203,6 +218,10 @@ class SegmentPanel(VTKObservationMixin):
         slicer.util.setSliceViewerLayers(background=run.input_volume, fit=False)
         self.ui.volumesTableView.setMRMLTableNode(result.volumes_table)
         self.ui.lowConfidenceList.clear()
+        for name, reason in result.qc_flags.items():
+            entry = qt.QListWidgetItem(_("QC: {name}: {reason}").format(name=name, reason=reason))
+            entry.setData(qt.Qt.UserRole, segmentation_io.label_table().index_of(name))
+            self.ui.lowConfidenceList.addItem(entry)
         for item in result.lowest_confidence:
             entry = qt.QListWidgetItem(_("{name}: mean confidence {mean:.2f}").format(name=item.name, mean=item.mean))
             entry.setData(qt.Qt.UserRole, item.index)
@@ -231,7 +250,9 @@ class SegmentPanel(VTKObservationMixin):
             return
         table = segmentation_io.label_table()
         structure = table.structures[int(item.data(qt.Qt.UserRole))]
-        point = confidence.segment_view_point(segmentation, segmentation_io.segment_id(structure), volume)
+        point = None
+        for segment_id in segmentation_io.structure_segment_ids(segmentation, structure.index):  # left, then right
+            point = point if point is not None else confidence.segment_view_point(segmentation, segment_id, volume)
         if point is None:
             self.ui.statusLabel.text = _("'{name}' is empty or was removed from the segmentation.").format(
                 name=structure.name)

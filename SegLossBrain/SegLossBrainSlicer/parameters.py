@@ -22,6 +22,7 @@ class SegLossBrainParameterNode:
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     tta: bool = False
     confidence: bool = True
+    hemispheres: bool = False
     # Outputs, remembered so that a second run updates them instead of piling up new nodes.
     volumesTable: vtkMRMLTableNode
     confidenceVolume: vtkMRMLScalarVolumeNode

@@ -16,6 +16,8 @@ from .process_runner import ChildProcess
 
 RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
 
+# How the engine's refusal of an input without a brain begins (the panel then offers to segment anyway).
+NO_BRAIN = "no brain found"
 # How many of the child's last output lines a crash message quotes.
 CRASH_LOG_LINES = 15
 

@@ -18,7 +18,7 @@ from .segment_job import CANCELLED, RUNNING, SUCCEEDED, JobUpdate, SegmentJob
 from .segmentation_io import label_table, labels_to_segmentation
 from .subject_hierarchy import place_with_input
 from .volume_files import image_from_array, ijk_to_ras, read_on_grid, set_ijk_to_ras, voxel_volume_mm3, write_volume
-from .volume_table import fill_volumes_table, structure_volumes
+from .volume_table import fill_volumes_table, side_volumes, structure_volumes
 
 
 class SegmentError(RuntimeError):
@@ -37,6 +37,7 @@ class SegmentResult:
     volumes: list
     lowest_confidence: list = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    qc_flags: dict = field(default_factory=dict)  # structure name -> why the engine's QC flags it
 
 
 class SegmentRun:
@@ -120,15 +121,20 @@ class SegmentRun:
         except (InputProblem, OSError, ValueError) as error:
             raise SegmentError(str(error), self.job.log) from error
         table = label_table()
-        if labels.size and labels.max() >= table.num_classes:
+        hemispheres = self.options.hemispheres
+        sided = labels
+        if hemispheres:  # FreeSurfer aseg values; the volumes, confidence and fine-tuning read merged structures
+            labels = table.map_freesurfer(sided)
+        elif labels.size and labels.max() >= table.num_classes:
             raise SegmentError(_("The engine wrote label values above {last}; the label table and the model do "
                                  "not match.").format(last=table.num_classes - 1), self.job.log)
+        engine_result = self.job.result or {}
 
         created = []  # nodes this run added, removed again if building the results fails half way
         try:
             segmentation = self._reuse_or_add(self.output_segmentation, "vtkMRMLSegmentationNode",
                                               _("{volume} segmentation"), created)
-            labels_to_segmentation(labels, self.input_volume, segmentation, table)
+            labels_to_segmentation(sided, self.input_volume, segmentation, table, hemispheres)
             volumes = structure_volumes(labels, voxel_volume_mm3(self.input_volume), table)
             means = None
             lowest = []
@@ -141,16 +147,18 @@ class SegmentRun:
                 self._fill_confidence(confidence_node, confidence)
             table_node = self._reuse_or_add(self.volumes_table, "vtkMRMLTableNode",
                                             _("{volume} structure volumes"), created)
-            fill_volumes_table(table_node, volumes, means)
+            sides = side_volumes(sided, voxel_volume_mm3(self.input_volume), table) if hemispheres else None
+            fill_volumes_table(table_node, volumes, means, sides, engine_result.get("qc", {}))
             place_with_input(self.scene, self.input_volume, segmentation, table_node, confidence_node)
         except Exception:
             for node in created:
                 self.scene.RemoveNode(node)
             raise
-        notes = list(self.notes)
+        notes = list(self.notes) + [_("Warning: {text}").format(text=w) for w in engine_result.get("warnings", [])]
         if self.job.fell_back_to_cpu:
             notes.append(_("The GPU ran out of memory, so this segmentation was computed on the CPU."))
-        return SegmentResult(segmentation, table_node, confidence_node, volumes, lowest, notes)
+        return SegmentResult(segmentation, table_node, confidence_node, volumes, lowest, notes,
+                             dict(engine_result.get("qc", {})))
 
     def _reuse_or_add(self, node, class_name: str, name_pattern: str, created: list):
         if node is not None and node.GetScene() is self.scene and self.scene.GetNodeByID(node.GetID()) is node:

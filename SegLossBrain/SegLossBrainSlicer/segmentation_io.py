@@ -47,30 +47,42 @@ def ensure_segmentations_logic(scene) -> None:
         pass
 
 
-def labels_to_segmentation(labels: np.ndarray, reference_volume, segmentation_node, table=None):
+def labels_to_segmentation(labels: np.ndarray, reference_volume, segmentation_node, table=None,
+                           hemispheres: bool = False):
     """Replace the segments of ``segmentation_node`` with one per structure, read from ``labels``.
 
-    ``labels`` is (k, j, i) on the grid of ``reference_volume``, values 0..num_classes-1. The reference volume
+    ``labels`` is (k, j, i) on the grid of ``reference_volume``, values 0..num_classes-1, or with ``hemispheres``
+    FreeSurfer aseg values with a "Left ..." and "Right ..." segment per paired structure. The reference volume
     becomes the segmentation's reference geometry and the segmentation follows the volume's parent transform.
     """
     import slicer
     import vtk
 
+    from SegLossBrainLib.labels import output_segments  # numpy only: safe before torch is installed
+
     table = table or label_table()
+    segments = output_segments(table, hemispheres)
     labels = np.asarray(labels)
     dims = reference_volume.GetImageData().GetDimensions()
     if labels.shape != (dims[2], dims[1], dims[0]):
         raise ValueError(_("The label map has shape {found}, the input volume {expected}.").format(
             found=labels.shape, expected=(dims[2], dims[1], dims[0])))
-    if labels.size and (labels.min() < 0 or labels.max() >= table.num_classes):
-        raise ValueError(_("The label map holds values outside 0..{last}.").format(last=table.num_classes - 1))
+    known = {0} | {segment.value for segment in segments}
+    found = set(np.unique(labels).tolist()) if labels.size else set()
+    if not found <= known:
+        raise ValueError(_("The label map holds values outside the label table's: {values}.").format(
+            values=", ".join(str(v) for v in sorted(found - known)[:10])))
+    # Label value v goes to the v-th id of the import: number the segments 1..N in output order.
+    number = np.zeros(max(known) + 1, np.uint8)
+    for n, segment in enumerate(segments, start=1):
+        number[segment.value] = n
     scene = segmentation_node.GetScene()
     if scene is not None:
         ensure_segmentations_logic(scene)
 
     # A temporary labelmap node, never added to the scene, carries the array with the input's geometry.
     labelmap = slicer.vtkMRMLLabelMapVolumeNode()
-    labelmap.SetAndObserveImageData(image_from_array(labels.astype(np.uint8)))
+    labelmap.SetAndObserveImageData(image_from_array(number[labels.astype(np.int64)]))
     set_ijk_to_ras(labelmap, ijk_to_ras(reference_volume))
 
     was_modifying = segmentation_node.StartModify()
@@ -83,10 +95,9 @@ def labels_to_segmentation(labels: np.ndarray, reference_volume, segmentation_no
         if segmentation_node.GetDisplayNode() is None and scene is not None:
             segmentation_node.CreateDefaultDisplayNodes()
         ordered_ids = vtk.vtkStringArray()
-        for structure in table.structures[1:]:
-            add_structure_segment(segmentation, structure)
-            ordered_ids.InsertNextValue(segment_id(structure))
-        # Label value v goes to the v-th id: the table order is the label order, background excluded.
+        for segment in segments:
+            add_structure_segment(segmentation, segment.structure, segment)
+            ordered_ids.InsertNextValue(output_segment_id(segment))
         imported = slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
             labelmap, segmentation_node, ordered_ids)
         if not imported:
@@ -99,13 +110,36 @@ def labels_to_segmentation(labels: np.ndarray, reference_volume, segmentation_no
     return segmentation_node
 
 
-def add_structure_segment(segmentation, structure):
+def output_segment_id(segment) -> str:
+    """The structure's id, with ``_left``/``_right`` for a side (the merged ids stay what they always were)."""
+    return segment_id(segment.structure) + (f"_{segment.side}" if segment.side else "")
+
+
+def structure_segment_ids(segmentation_node, index: int) -> list[str]:
+    """Ids of the segments standing for structure ``index`` (one, or its left and right), in segment order."""
+    import vtk
+
+    segmentation = segmentation_node.GetSegmentation()
+    ids = []
+    for n in range(segmentation.GetNumberOfSegments()):
+        value = vtk.reference("")
+        if segmentation.GetNthSegment(n).GetTag(STRUCTURE_INDEX_TAG, value) and str(value) == str(index):
+            ids.append(segmentation.GetNthSegmentID(n))
+    return ids
+
+
+def add_structure_segment(segmentation, structure, output=None):
+    """A segment for ``structure`` (or for one side of it: ``output``, an OutputSegment) with name, colour and
+    codes, and the structure index as a tag, so both sides export back to the structure (fine-tuning reads
+    merged labels)."""
     import slicer
 
-    sid = segment_id(structure)
-    segmentation.AddEmptySegment(sid, structure.name, [c / 255.0 for c in structure.color])
+    sid = output_segment_id(output) if output is not None else segment_id(structure)
+    name = output.name if output is not None else structure.name
+    segmentation.AddEmptySegment(sid, name, [c / 255.0 for c in structure.color])
     segment = segmentation.GetSegment(sid)
-    segment.SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), terminology_string(structure))
+    codes = output.terminology_string() if output is not None else terminology_string(structure)
+    segment.SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), codes)
     segment.SetTag(STRUCTURE_INDEX_TAG, str(structure.index))
     return segment
 

@@ -16,6 +16,8 @@ COLUMN_LABEL = "Label"
 COLUMN_VOXELS = "Voxels"
 COLUMN_VOLUME = "Volume_mL"
 COLUMN_CONFIDENCE = "Mean_confidence"
+COLUMN_LEFT, COLUMN_RIGHT, COLUMN_ASYMMETRY = "Left_mL", "Right_mL", "Asymmetry_index"
+COLUMN_QC = "QC"
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,18 @@ def structure_volumes(labels: np.ndarray, voxel_volume_mm3: float, table) -> lis
     return rows
 
 
-def fill_volumes_table(table_node, rows: list[StructureVolume], mean_confidence: dict | None = None) -> None:
-    """Write rows into a vtkMRMLTableNode, replacing its content. Mean confidence is added when known."""
+def side_volumes(sided_labels: np.ndarray, voxel_volume_mm3: float, table) -> dict:
+    """{structure index: (left mL, right mL)} for the paired structures of a FreeSurfer-valued label map."""
+    counts = np.bincount(np.asarray(sided_labels).ravel().astype(np.int64), minlength=256)
+    return {s.index: tuple(counts[v] * voxel_volume_mm3 / 1000.0 for v in s.freesurfer_sides)
+            for s in table.structures if s.paired}
+
+
+def fill_volumes_table(table_node, rows: list[StructureVolume], mean_confidence: dict | None = None,
+                       sides: dict | None = None, qc: dict | None = None) -> None:
+    """Write rows into a vtkMRMLTableNode, replacing its content. Mean confidence is added when known; left and
+    right volumes with the asymmetry index (L - R) / ((L + R) / 2) when ``sides`` is given; the QC flags (by
+    structure name) when ``qc`` is given."""
     import vtk
 
     columns = [
@@ -48,6 +60,12 @@ def fill_volumes_table(table_node, rows: list[StructureVolume], mean_confidence:
     ]
     if mean_confidence is not None:
         columns.append((vtk.vtkDoubleArray(), COLUMN_CONFIDENCE, _("Mean confidence"), ""))
+    if sides is not None:
+        columns += [(vtk.vtkDoubleArray(), COLUMN_LEFT, _("Left"), "mL"), (vtk.vtkDoubleArray(), COLUMN_RIGHT,
+                     _("Right"), "mL"), (vtk.vtkDoubleArray(), COLUMN_ASYMMETRY, _("Asymmetry index"), "")]
+    if qc is not None:
+        columns.append((vtk.vtkStringArray(), COLUMN_QC, _("QC"), ""))
+    named = {name: array for array, name, _title, _unit in columns}
     for array, name, _title, _unit in columns:
         array.SetName(name)
     for row in rows:
@@ -58,6 +76,14 @@ def fill_volumes_table(table_node, rows: list[StructureVolume], mean_confidence:
         if mean_confidence is not None:
             value = mean_confidence.get(row.index)
             columns[4][0].InsertNextValue(float("nan") if value is None else round(float(value), 4))
+        if sides is not None:
+            left, right = sides.get(row.index, (float("nan"), float("nan")))
+            total = left + right
+            named[COLUMN_LEFT].InsertNextValue(round(left, 4))
+            named[COLUMN_RIGHT].InsertNextValue(round(right, 4))
+            named[COLUMN_ASYMMETRY].InsertNextValue(round((left - right) / (total / 2), 4) if total > 0 else float("nan"))
+        if qc is not None:
+            named[COLUMN_QC].InsertNextValue(qc.get(row.name, ""))
 
     was_modifying = table_node.StartModify()
     try:

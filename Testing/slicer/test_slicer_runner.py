@@ -59,7 +59,10 @@ FAKE_CLI = textwrap.dedent('''
         conf.CopyInformation(image)
         sitk.WriteImage(conf, confidence)
     emit(event="progress", fraction=1.0, message="done")
-    emit(event="result", output=output, confidence=confidence, volumes_ml={})
+    extra = {}
+    if mode == "qc":
+        extra = {"qc": {"thalamus": "mean confidence 0.60"}, "warnings": ["the brain is cut on the left side"]}
+    emit(event="result", output=output, confidence=confidence, volumes_ml={}, **extra)
 ''')
 
 
@@ -255,7 +258,14 @@ def test_real_engine_cli_with_a_random_model(random_model_file):
     set_ijk_to_ras(volume, matrix)
     sha256 = json.loads(random_model_file.with_suffix(".json").read_text())["sha256"]
     choice = model_choices.ModelChoice("user:random", "random", str(random_model_file), "user", sha256)
+    # Random weights find no brain: the engine refuses with a message the panel shows as it is (no traceback).
     run = SegmentRun(scene, volume, SegmentOptions(choice.path, "cpu", confidence=True), model_sha256=choice.sha256)
+    with pytest.raises(SegmentError, match="no brain found: the network found .* mL of brain") as refused:
+        run.run_blocking(240)
+    assert "Traceback" not in str(refused.value)
+    assert scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0
+    run = SegmentRun(scene, volume, SegmentOptions(choice.path, "cpu", confidence=True, force=True),
+                     model_sha256=choice.sha256)
     result = run.run_blocking(240)
     assert any("running the network" in line or "cpu" in line for line in run.log + [run.job.options.device])
     assert result.segmentation.GetSegmentation().GetNumberOfSegments() == 19
@@ -366,3 +376,13 @@ def test_soft_cancel_creates_the_stop_file_and_kills_only_after_the_grace_period
     finally:
         if child.running:
             child.cancel(force=True)
+
+
+def test_engine_qc_flags_and_warnings_reach_the_result_and_the_table(fake_cli):
+    scene, volume, _ = make_scene_with_volume()
+    result = SegmentRun(scene, volume, SegmentOptions(device="cpu"), command_prefix=fake_cli("qc")).run_blocking(30)
+    assert result.qc_flags == {"thalamus": "mean confidence 0.60"}
+    assert any("cut on the left side" in note for note in result.notes)
+    table = result.volumes_table.GetTable()
+    names = [table.GetColumnByName("Structure").GetValue(r) for r in range(table.GetNumberOfRows())]
+    assert table.GetColumnByName("QC").GetValue(names.index("thalamus")) == "mean confidence 0.60"

@@ -48,6 +48,10 @@ def _check_request(args) -> None:
         if not Path(args.input).is_dir():
             raise InputError(f"--dicom-seg needs a DICOM series folder as input; {args.input} is not a folder. Give "
                              "the folder of the DICOM series, or drop --dicom-seg")
+        try:
+            import highdicom  # noqa: F401  (checked now, not after the segmentation)
+        except ImportError:
+            raise InputError("--dicom-seg needs the highdicom package: pip install highdicom") from None
         if args.output_spacing is not None:
             raise InputError("--dicom-seg writes the labels on the DICOM series' own grid; it cannot be combined "
                              "with --output-spacing (run twice, or drop one)")
