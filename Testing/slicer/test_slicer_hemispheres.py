@@ -1,17 +1,11 @@
 """Slicer side of left/right and QC against the real MRML core (slicer-core): "Left hippocampus" etc. as coded
 segments (SNOMED CT laterality) on the input's geometry, merged again on export; the volumes table's left, right,
 asymmetry and QC columns; the engine's QC flags and warnings reaching the result; the command-line arguments."""
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "SegLossBrain"))
 
 from SegLossBrainLib.labels import load_label_table  # noqa: E402
 from SegLossBrainSlicer import cli_protocol, segmentation_io, volume_table  # noqa: E402

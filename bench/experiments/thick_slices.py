@@ -1,7 +1,7 @@
 """1 mm labels from 5 mm slices: ``--output-spacing 1`` against nearest-neighbour upsampling of the thick-grid
 labels, scored against the 1 mm FreeSurfer aseg of the real dev scans (needs the data folder).
 
-    python bench/thick_slices.py [--model PATH] [--thickness 5]
+    python bench/experiments/thick_slices.py [--model PATH] [--thickness 5]
 
 Each dev scan is cropped to a whole number of thick slices along its axis closest to superior (so the 1 mm grid
 of ``--output-spacing 1`` falls exactly on the original voxels) and its slices averaged in groups of 5 (a thick
