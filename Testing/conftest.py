@@ -1,6 +1,7 @@
 """Shared fixtures: small synthetic volumes with known geometry, a tiny random model file, ../shared data."""
 from __future__ import annotations
 
+import locale
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,15 @@ class ThresholdNet(torch.nn.Module):
 @pytest.fixture
 def threshold_net():
     return ThresholdNet()
+
+
+@pytest.fixture(autouse=True)
+def keep_the_locale():
+    """Each test leaves the process locale as it found it: SimpleITK's DICOM series I/O switches it to "C" (ASCII
+    text encoding), which would otherwise reach every later test that writes or decodes UTF-8 text."""
+    saved = locale.setlocale(locale.LC_ALL)
+    yield
+    locale.setlocale(locale.LC_ALL, saved)
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ def imports_of(name: str, path: Path, modules: dict) -> set:
     """Engine modules that ``name`` imports (a package's __init__ imported by its own children is not counted)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
@@ -42,7 +42,7 @@ def test_stage_folders_few_loose_modules_and_small_files():
     stages = [p.name for p in ENGINE.iterdir() if (p / "__init__.py").is_file()]
     assert len(loose) <= 10, loose
     assert {"imageio", "preprocessing", "synthesis", "training", "inference", "models", "cli"} <= set(stages)
-    too_long = {p.name: n for p in ENGINE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    too_long = {p.name: n for p in ENGINE.rglob("*.py") if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400}
     assert not too_long
 
 
