@@ -17,7 +17,7 @@ import torch
 
 from SegLossBrainLib.cli import main
 from SegLossBrainLib.finetuning.finetune import FinetuneConfig, FinetuneError, finetune
-from SegLossBrainLib.finetuning.pairs import load_pair
+from SegLossBrainLib.training.labelled_scans import load_pair
 from SegLossBrainLib.imageio.volumes import InputError
 from SegLossBrainLib.labels import LabelError
 from SegLossBrainLib.models import files as models, lock as store_lock, store as model_store
@@ -134,7 +134,7 @@ def test_frozen_encoder_keeps_encoder_weights(store, pairs, random_model_file):
 def test_input_noise_is_off_unless_asked(store, pairs, random_model_file, monkeypatch, input_noise):
     """The network sees exactly the sampled patch while fine-tuning (default), or that patch plus noise of the
     patch's own standard deviation with ``input_noise`` (the network's training-from-scratch regulariser)."""
-    from SegLossBrainLib.finetuning import pairs as finetune_data
+    from SegLossBrainLib.training import labelled_scans as finetune_data
 
     sampled, seen = [], []
     original_batch, original_run = finetune_data.PairSampler.batch, training.Trainer.run

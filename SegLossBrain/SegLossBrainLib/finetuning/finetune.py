@@ -50,7 +50,7 @@ from ..models.files import is_within, read_metadata, sha256_of
 from ..models.store import NoModelError, resolve_model
 from ..resources import shipped_models_dir
 from ..training.trainer import WEIGHTED_LOSSES, Trainer, TrainingConfig
-from .pairs import PairSampler, TrainingPair, load_pair
+from ..training.labelled_scans import PairSampler, TrainingPair, load_pair
 
 EventCallback = Callable[[dict], None]
 
