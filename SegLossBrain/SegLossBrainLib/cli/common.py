@@ -121,6 +121,14 @@ def loss_params(text: str | None) -> dict:
     return params
 
 
+def image_labels_pair(text: str) -> tuple[str, str]:
+    """``IMAGE,LABELS`` -> (image, labels), refusing anything but two non-empty paths."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"pair {text!r}: give IMAGE,LABELS (two files separated by one comma)")
+    return parts[0], parts[1]
+
+
 def real_pair(text: str) -> tuple[str, str, str]:
     """``IMAGE,ASEG`` -> (image, aseg, case name from the image's file name)."""
     image, labels = text.split(",")

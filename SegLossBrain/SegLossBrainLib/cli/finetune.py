@@ -13,16 +13,9 @@ import json
 import os
 import threading
 
-from .common import StepPrinter, add_progress_json, format_dice, loss_params, parse_size
+from .common import StepPrinter, add_progress_json, format_dice, image_labels_pair, loss_params, parse_size
 
 STOP_FILE_POLL_SECONDS = 0.5
-
-
-def _pair(text: str) -> tuple[str, str]:
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) != 2 or not all(parts):
-        raise ValueError(f"pair {text!r}: give IMAGE,LABELS (two files separated by one comma)")
-    return parts[0], parts[1]
 
 
 def watch_stop_file(path: str, cancel: threading.Event, done: threading.Event,
@@ -57,8 +50,8 @@ def run_finetune(args, reporter) -> int:
     set_threads(args.threads)
     seed_numpy()
     config = FinetuneConfig(
-        pairs=[_pair(p) for p in args.pairs], name=args.name, base=args.base,
-        validation=_pair(args.validation) if args.validation else None, loss=args.loss,
+        pairs=[image_labels_pair(p) for p in args.pairs], name=args.name, base=args.base,
+        validation=image_labels_pair(args.validation) if args.validation else None, loss=args.loss,
         loss_params=loss_params(args.loss_params), steps=args.steps, learning_rate=args.lr,
         batch_size=args.batch_size, patch_size=parse_size(args.patch_size), validate_every=args.validate_every,
         patience=args.patience, freeze_encoder=args.freeze_encoder, augment=not args.no_augment,

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from .. import paths
-from .common import StepPrinter, loss_params, parse_size, real_pair
+from .common import StepPrinter, image_labels_pair, loss_params, parse_size, real_pair
 
 
 def _describe(event: dict) -> str:
@@ -33,7 +33,9 @@ def run_train(args, reporter) -> int:
         warmup_steps=args.warmup_steps, input_noise_std=args.input_noise_std, batch_size=args.batch_size,
         patch_size=parse_size(args.patch_size), steps=args.steps, checkpoint_every=args.checkpoint_every,
         validate_every=args.validate_every, seed=args.seed, device=training_device(args.device),
-        init_weights=args.init_weights, precision=args.precision,
+        init_weights=args.init_weights, precision=args.precision, freeze_batchnorm=args.freeze_batchnorm,
+        labelled_scans=[image_labels_pair(p) for p in args.labelled_scan or []],
+        labelled_fraction=args.labelled_fraction,
     )
     printer = StepPrinter(reporter, "training", _describe)
     if args.resume and not reporter.json_lines:
@@ -78,4 +80,11 @@ def add_training_commands(commands) -> None:
                        help="bf16 autocast: about 2x faster on CPUs with AVX512-BF16 and on GPUs")
     train.add_argument("--resume", action="store_true", help="continue exactly from RUN_DIR/last.pt")
     train.add_argument("--init-weights", help="start from these weights (.safetensors) instead of random")
+    train.add_argument("--labelled-scan", action="append", metavar="IMAGE,LABELS",
+                       help="a real scan with its labelmap (19-structure order or FreeSurfer aseg values) mixed into "
+                            "the synthetic brains (repeatable): teaches the labels' convention, e.g. FreeSurfer's")
+    train.add_argument("--labelled-fraction", type=float, default=0.5,
+                       help="share of training batches drawn from the --labelled-scan cases (default 0.5)")
+    train.add_argument("--freeze-batchnorm", action="store_true",
+                       help="keep the BatchNorm running statistics of --init-weights (as fine-tuning does)")
     train.set_defaults(handler=run_train)

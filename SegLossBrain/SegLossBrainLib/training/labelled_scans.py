@@ -1,4 +1,4 @@
-"""User training pairs for fine-tuning: (image, labelmap) files -> tensors on the network grid -> patches.
+"""Real labelled scans (fine-tuning pairs; real scans mixed into training): (image, labelmap) files -> tensors on the network grid -> patches.
 
 A pair is checked the way a user needs to hear about it: labels must fit the 19-structure order or
 FreeSurfer aseg values (``LabelTable.to_index_labels``; unfit values are listed), must hold at least two

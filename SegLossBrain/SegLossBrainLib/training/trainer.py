@@ -6,6 +6,8 @@ random generators) is written atomically to ``<run>/last.pt``; ``resume=True`` c
 run can also start from weights alone (``init_weights``: a ``.safetensors`` model file), which is how a run
 restarts when only the committed compact weights survived. SIGTERM/SIGINT finish the current step, write a
 checkpoint and return. A NaN/Inf loss stops the run without writing: the last checkpoint stays good.
+``labelled_scans`` mixes real labelled scans into the synthetic brains (``mixed_sampler.py``): how the shipped
+model learns FreeSurfer's labelling conventions without losing the synthetic brains' robustness.
 
 Fine-tuning (``finetuning/``) runs this same loop with three hooks: ``generator`` (any object with the
 synthetic generator's ``batch(batch_size, rng)``: real pairs instead of synthetic brains), ``validator``
@@ -37,6 +39,7 @@ from ..models.files import load_model, save_model
 from ..networks import build_network
 from ..paths import VALIDATION_SIZE
 from ..synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
+from .mixed_sampler import mixed_sampler
 
 CHECKPOINT_NAME = "last.pt"
 BEST_NAME = "best.safetensors"
@@ -63,6 +66,8 @@ class TrainingConfig:
     run_dir: str
     validation_maps: list = field(default_factory=list)  # held-out label maps: synthetic validation
     real_pairs: list = field(default_factory=list)  # [(image path, aseg path, name)]: real validation
+    labelled_scans: list = field(default_factory=list)  # [(image path, labels path)]: real scans trained on too
+    labelled_fraction: float = 0.5  # share of batches drawn from labelled_scans when there are any
     architecture: str = "wong2018"
     loss: str = "explog"
     loss_params: dict = field(default_factory=dict)
@@ -100,6 +105,8 @@ class TrainingConfig:
             raise ValueError(f"optimizer must be adam or nadam, got {self.optimizer!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"learning-rate schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.labelled_scans and not 0 < self.labelled_fraction < 1:
+            raise ValueError(f"labelled fraction must lie strictly between 0 and 1, got {self.labelled_fraction}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup steps must be >= 0, got {self.warmup_steps}")
         if self.input_noise_std is not None and not (self.input_noise_std >= 0 and math.isfinite(self.input_noise_std)):
@@ -164,6 +171,10 @@ class Trainer:
         self.table = load_label_table()
         settings = SynthesisSettings(**{**config.synthesis, "patch_size": tuple(config.patch_size)})
         self.generator = generator or SyntheticBrainGenerator(config.label_maps, settings, device=self.device)
+        self.labelled = []  # real labelled scans mixed into the synthetic brains (mixed_sampler.py)
+        if config.labelled_scans and generator is None:
+            self.generator, self.labelled = mixed_sampler(self.generator, config.labelled_scans, config.patch_size,
+                                                          config.labelled_fraction)
         self.network = build_network(config.architecture, num_classes=self.table.num_classes).to(self.device)
         if config.input_noise_std is not None:
             if not hasattr(self.network, "noise_std"):
@@ -271,6 +282,9 @@ class Trainer:
             "input_noise_std": getattr(self.network, "noise_std", None),
             "patch_size": list(self.config.patch_size),
             "training_data": [Path(p).name for p in self.config.label_maps],
+            **({"labelled_scans": [pair.fingerprint() for pair in self.labelled],
+                "labelled_fraction": self.config.labelled_fraction} if self.labelled else {}),
+            "freeze_batchnorm": self.config.freeze_batchnorm,
             "synthesis": self.config.synthesis,
             "wall_time_s": round(self.elapsed, 1),
             "device": str(self.device),
