@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -16,6 +16,7 @@ from ..device import select_device
 from ..evaluation.volumes import intracranial_volume_ml
 from ..imageio.discovery import Case, discover_cases
 from ..imageio.volumes import InputError, read_image
+from ..models.files import read_metadata
 from ..models.store import resolve_model
 from .segment import SegmentationResult, load_network, prepare_image, segment_prepared
 
@@ -58,6 +59,11 @@ def load_cohort_model(model=None, device: str = "auto") -> LoadedModel:
     return LoadedModel(*load_network(path, chosen), chosen, path.stem)
 
 
+def model_sha256(model=None) -> str:
+    """The sha256 a model file records (checked against the weights when it is loaded); "" for a network."""
+    return "" if isinstance(model, torch.nn.Module) else str(read_metadata(resolve_model(model)).get("sha256", ""))
+
+
 def one_line(error: BaseException) -> str:
     """An error as the table's one-line reason."""
     text = " ".join(str(error).split())
@@ -74,12 +80,13 @@ def _read_and_prepare(case: Case):
 
 def segment_many(inputs: Iterable, model=None, device: str = "auto", tta: bool = False,
                  with_confidence: bool = False, island_fraction: float = 0.0,
-                 loaded: LoadedModel | None = None) -> Iterator[CaseResult]:
+                 loaded: LoadedModel | None = None, read_ahead: bool = True) -> Iterator[CaseResult]:
     """Segment every case of ``inputs`` (``Case`` objects, or paths, folders and lists as ``discover_cases``
     takes them) with one model, yielding a ``CaseResult`` per case in order, ok or error.
 
     ``model``/``device`` as ``segment``; or ``loaded`` (from ``load_cohort_model``) to reuse a loaded model. The
-    model is loaded before the first case, so a bad model raises instead of failing every case."""
+    model is loaded before the first case, so a bad model raises instead of failing every case. ``read_ahead``
+    False reads each case only when its turn comes (for measuring what the overlap gains)."""
     items = list(inputs)
     cases = items if all(isinstance(i, Case) for i in items) else discover_cases(items)
     loaded = loaded or load_cohort_model(model, device)
@@ -87,7 +94,7 @@ def segment_many(inputs: Iterable, model=None, device: str = "auto", tta: bool =
         return
     # One reader thread: the next case is read and resampled (SimpleITK and torch release the GIL) while the
     # network runs on this one; one case ahead bounds the memory to two volumes.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="seglossbrain-reader") as reader:
+    with (ThreadPoolExecutor(1, thread_name_prefix="seglossbrain-reader") if read_ahead else _Now()) as reader:
         upcoming = reader.submit(_read_and_prepare, cases[0])
         for index, case in enumerate(cases):
             prepared, read_seconds = upcoming.result()
@@ -105,6 +112,21 @@ def segment_many(inputs: Iterable, model=None, device: str = "auto", tta: bool =
                 continue
             del prepared
             yield CaseResult(case, "ok", "", read_seconds + time.perf_counter() - start, result)
+
+
+class _Now:
+    """An executor that runs each job when it is submitted: ``segment_many`` without reading ahead."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, function, *args) -> Future:
+        future = Future()
+        future.set_result(function(*args))
+        return future
 
 
 @dataclass(frozen=True)

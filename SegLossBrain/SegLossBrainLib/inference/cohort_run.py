@@ -18,7 +18,8 @@ from ..evaluation.volumes import intracranial_volume_ml
 from ..imageio.discovery import Case, discover_cases
 from ..imageio.volumes import InputError, write_image
 from . import cohort_table as tables
-from .cohort import CaseResult, LoadedModel, Worker, load_cohort_model, one_line, segment_many
+from .cohort import (CaseResult, LoadedModel, Worker, load_cohort_model, model_sha256, one_line,
+                     segment_many)
 
 FORMATS = {"nii.gz": (".nii.gz", ".nii.gz"), "nrrd": (".nrrd", ".nrrd"), "seg.nrrd": (".seg.nrrd", ".nrrd")}
 PARTIAL = ".partial"
@@ -81,9 +82,9 @@ def find_cases(inputs: list, output_dir: Path) -> list[Case]:
     return discover_cases(inputs, skip=ours)
 
 
-def plan(cases: list[Case], rows: dict, options: CohortOptions) -> tuple[list[Case], list[Case]]:
-    """(cases to do, cases already done). Refuses, before any work, outputs that would overwrite an input or a
-    file this cohort did not write for the same input."""
+def plan(cases: list[Case], rows: dict, options: CohortOptions, sha256: str) -> tuple[list[Case], list[Case]]:
+    """(cases to do, cases already done with the model of this ``sha256``). Refuses, before any work, outputs
+    that would overwrite an input or a file this cohort did not write for the same input."""
     inputs = {case.path.resolve() for case in cases}
     to_do, skipped, conflicts = [], [], []
     for case in cases:
@@ -94,7 +95,8 @@ def plan(cases: list[Case], rows: dict, options: CohortOptions) -> tuple[list[Ca
         same_input = row is not None and row.get("input") == str(case.path)
         if not options.overwrite and paths[0].exists() and not same_input:
             conflicts.append(str(paths[0]))
-        elif same_input and row.get("status") == "ok" and paths[0].exists() and not options.overwrite:
+        elif (same_input and row.get("status") == "ok" and row.get("model_sha256") == sha256 and paths[0].exists()
+              and not options.overwrite):
             skipped.append(case)
         else:
             to_do.append(case)
@@ -124,7 +126,7 @@ def run_cohort(inputs: list, options: CohortOptions, worker: Worker = Worker(),
     options.output_dir = Path(options.output_dir).expanduser()
     cases = find_cases(inputs, options.output_dir)
     mine = worker.take(cases)
-    to_do, skipped = plan(mine, tables.all_rows(options.output_dir), options)
+    to_do, skipped = plan(mine, tables.all_rows(options.output_dir), options, model_sha256(options.model))
     prepare_output_dir(options.output_dir)  # only now: a refused run leaves no folder behind
     own_table = options.output_dir / tables.part_name(worker.index, worker.count)
     # The only worker owns volumes.csv and keeps every row in it; a part table holds its own worker's rows.
