@@ -3,6 +3,9 @@ split over torchrun ranks.
 
     python bench/bench_batch.py [--cases 8] [--device cpu|cuda] [--ranks 2] [--model M] [--only batch,...]
 
+Variants: separate, batch, torchrun (the default three), and read-ahead / no-read-ahead (``segment_many`` in
+one process, nothing written, with and without reading the next case during the network).
+
 The cases are the real-size heads of ``real_dev/`` (256^3 and 160x192x224 at 1 mm), copied under distinct
 names until there are ``--cases`` of them. Every variant runs as fresh processes; the peak resident memory
 is sampled from /proc every 0.1 s over the whole process tree (Linux): the largest single process and the
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -27,6 +31,14 @@ from SegLossBrainLib.paths import REAL_DEV, data_dir  # noqa: E402
 HEADS = ("bert_fs7.2_norm.nii.gz", "vxm_test_T1norm.nii.gz", "brainchop_t1_crop_unlabeled.nii.gz",
          "mne_sample_T1_skull_unlabeled.nii.gz")
 SEGLOSSBRAIN = [sys.executable, "-m", "SegLossBrainLib.cli"]
+# segment_many with and without reading ahead (variants read-ahead / no-read-ahead): what the overlap gains
+API = """
+import sys
+from SegLossBrainLib.inference.cohort import segment_many
+results = list(segment_many([sys.argv[1]], model=sys.argv[2] if sys.argv[2] != "-" else None, device=sys.argv[3],
+                            read_ahead=sys.argv[4] == "1"))
+assert all(r.ok for r in results), [r.reason for r in results]
+"""
 
 
 def make_cases(folder: Path, count: int) -> list[Path]:
@@ -69,6 +81,7 @@ def _tree_rss_mb(root: int) -> tuple[float, float]:
 def run_measured(commands: list[list[str]]) -> dict:
     """Run ``commands`` one after another; wall time and peak memory over all of them."""
     peak_one = peak_sum = 0.0
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     for command in commands:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -82,7 +95,11 @@ def run_measured(commands: list[list[str]]) -> dict:
         reader.join()
         if process.returncode != 0:
             raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{''.join(stderr)[-2000:]}")
-    return {"wall_s": time.perf_counter() - start, "peak_process_mb": peak_one, "peak_total_mb": peak_sum}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    # CPU seconds depend far less than wall time on what else the machine runs: the overhead that batch removes
+    # (imports, model loads) shows in them even when other jobs share the cores.
+    return {"wall_s": time.perf_counter() - start, "cpu_s": cpu, "peak_process_mb": peak_one, "peak_total_mb": peak_sum}
 
 
 def main() -> None:
@@ -112,10 +129,13 @@ def main() -> None:
                 commands = [[sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.ranks),
                              "-m", "SegLossBrainLib.cli", "batch", str(work / "in"), "--output-dir", str(out),
                              "--device", args.device] + model]
+            elif variant in ("read-ahead", "no-read-ahead"):
+                commands = [[sys.executable, "-c", API, str(work / "in"), args.model or "-", args.device,
+                             "1" if variant == "read-ahead" else "0"]]
             else:
                 raise SystemExit(f"unknown variant {variant!r}")
             results[variant] = run_measured(commands)
-            if variant != "separate":
+            if variant in ("batch", "torchrun"):
                 rows = list(csv.DictReader(open(out / "volumes.csv")))
                 assert len(rows) == len(cases) and all(r["status"] == "ok" for r in rows), rows
                 results[variant]["case_s"] = sum(float(r["seconds"]) for r in rows) / len(rows)
@@ -124,12 +144,14 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     base = results.get("separate", {}).get("wall_s")
     print(f"\n{len(cases)} real-size heads ({', '.join(HEADS)} in turn), device {args.device}\n")
-    print("| variant | wall | scans/min | vs separate | peak RSS (largest process / all processes) | mean case time |")
-    print("|---|---|---|---|---|---|")
+    print("| variant | wall | scans/min | vs separate | CPU s per scan | peak RSS (largest process / all processes) "
+          "| mean case time |")
+    print("|---|---|---|---|---|---|---|")
     for variant, r in results.items():
         ratio = f"{base / r['wall_s']:.2f}x" if base else "-"
         case = f"{r['case_s']:.2f} s" if "case_s" in r else "-"
         print(f"| {variant} | {r['wall_s']:.1f} s | {60 * len(cases) / r['wall_s']:.2f} | {ratio} | "
+              f"{r['cpu_s'] / len(cases):.1f} | "
               f"{r['peak_process_mb']:.0f} / {r['peak_total_mb']:.0f} MB | {case} |")
 
 
