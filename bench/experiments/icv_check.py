@@ -1,6 +1,6 @@
 """How good is "the sum of all structures" as the total intracranial volume (the ``batch`` table's ICV column)?
 
-    python bench/icv_check.py [--model M] [--draws 4] [--size 160]
+    python bench/experiments/icv_check.py [--model M] [--draws 4] [--size 160]
 
 1. Synthetic heads from the two held-out label maps (never trained on), whole head in a ``--size``^3 field of
    view at 1.5 mm, full augmentation: the ICV estimate from ``segment`` against the label map's own intracranial
@@ -15,21 +15,18 @@ Prints Markdown tables to paste into BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SegLossBrain"))
-from SegLossBrainLib.evaluation.volumes import intracranial_volume_ml, structure_volumes_ml  # noqa: E402
-from SegLossBrainLib.imageio.volumes import read_image  # noqa: E402
-from SegLossBrainLib.inference.cohort import load_cohort_model  # noqa: E402
-from SegLossBrainLib.inference.segment import segment  # noqa: E402
-from SegLossBrainLib.labels import load_label_table  # noqa: E402
-from SegLossBrainLib.paths import HELD_OUT_MAPS, REAL_DEV, data_dir, label_maps_dir  # noqa: E402
-from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrainGenerator  # noqa: E402
+from SegLossBrainLib.evaluation.volumes import intracranial_volume_ml, structure_volumes_ml
+from SegLossBrainLib.imageio.volumes import read_image
+from SegLossBrainLib.inference.cohort import load_cohort_model
+from SegLossBrainLib.inference.segment import segment
+from SegLossBrainLib.labels import load_label_table
+from SegLossBrainLib.paths import HELD_OUT_MAPS, REAL_DEV, data_dir, label_maps_dir
+from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
 
 UNLABELLED = ("brainchop_t1_crop_unlabeled.nii.gz", "mne_sample_T1_skull_unlabeled.nii.gz")
 

@@ -1,7 +1,7 @@
 """Cohort throughput: ``seglossbrain batch`` against one ``seglossbrain segment`` process per scan, and batch
 split over torchrun ranks.
 
-    python bench/bench_batch.py [--cases 8] [--device cpu|cuda] [--ranks 2] [--model M] [--only batch,...]
+    python bench/speed/batch.py [--cases 8] [--device cpu|cuda] [--ranks 2] [--model M] [--only batch,...]
 
 Variants: separate, batch, torchrun (the default three), and read-ahead / no-read-ahead (``segment_many`` in
 one process, nothing written, with and without reading the next case during the network).
@@ -25,8 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SegLossBrain"))
-from SegLossBrainLib.paths import REAL_DEV, data_dir  # noqa: E402
+from SegLossBrainLib.paths import REAL_DEV, data_dir
 
 HEADS = ("bert_fs7.2_norm.nii.gz", "vxm_test_T1norm.nii.gz", "brainchop_t1_crop_unlabeled.nii.gz",
          "mne_sample_T1_skull_unlabeled.nii.gz")

@@ -9,12 +9,11 @@ row already written. With several workers each writes ``volumes.part-K-of-N.csv`
 from __future__ import annotations
 
 import csv
-import io
 import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..imageio.atomic import open_atomic
 from ..imageio.volumes import InputError
 from ..labels import load_label_table
 
@@ -53,21 +52,13 @@ def read_table(path: Path) -> dict[str, dict]:
 
 
 def write_table(path: Path, rows: list[dict]) -> None:
-    """All rows, atomically (temporary file in the same folder, then rename)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns(), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as out:
-            out.write(buffer.getvalue())
-            out.flush()
-            os.fsync(out.fileno())  # a crash right after the rename must not leave an empty table
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """All rows, atomically (``imageio.atomic``: a temporary file beside it, then rename)."""
+    with open_atomic(path, "w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=columns(), extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        out.flush()
+        os.fsync(out.fileno())  # on disk before the rename: a power cut must not leave an empty table
 
 
 def all_rows(output_dir: Path) -> dict[str, dict]:
