@@ -67,7 +67,7 @@ def test_cli_common_imports_no_other_cli_file():
 
 
 def test_cmake_packages_every_engine_file_with_its_sub_packages():
-    cmake = (ROOT / "SegLossBrain" / "CMakeLists.txt").read_text(encoding="utf-8")
+    cmake = (ROOT / "SegLossBrain" / "CMakeLists.txt").read_text()
     assert re.search(r"file\(GLOB_RECURSE _engine_scripts .*\n\s+\$\{CMAKE_CURRENT_SOURCE_DIR\}/SegLossBrainLib/\*\.py\)",
                      cmake)
     assert "list(APPEND MODULE_PYTHON_SCRIPTS ${_engine_scripts})" in cmake

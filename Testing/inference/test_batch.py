@@ -209,3 +209,4 @@ def test_segment_many_yields_results_in_order_and_finds_the_structure(tmp_path, 
     assert dice > 0.9
     assert results[0].intracranial_volume_ml == pytest.approx(labels.sum() * np.prod(image.GetSpacing()) / 1000)
     assert "constant" in results[1].reason and results[1].result is None
+    assert [r.case.case_id for r in segment_many(str(good), model=threshold_net, device="cpu")] == ["good"]

@@ -87,7 +87,7 @@ def segment_many(inputs: Iterable, model=None, device: str = "auto", tta: bool =
     ``model``/``device`` as ``segment``; or ``loaded`` (from ``load_cohort_model``) to reuse a loaded model. The
     model is loaded before the first case, so a bad model raises instead of failing every case. ``read_ahead``
     False reads each case only when its turn comes (for measuring what the overlap gains)."""
-    items = list(inputs)
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)  # one folder or list given alone
     cases = items if all(isinstance(i, Case) for i in items) else discover_cases(items)
     loaded = loaded or load_cohort_model(model, device)
     if not cases:
