@@ -125,9 +125,6 @@ def labels_network(monkeypatch):
 def write_dicom_series(image: sitk.Image, series: Path) -> Path:
     """``image`` (integer voxels) as one DICOM MR series, a file per slice, in the new folder ``series``."""
     series.mkdir(parents=True)
-    # GDCM's writer switches the process to the C locale; left so, every later text file opened without an
-    # encoding in this test process would be ASCII. Reading DICOM does not do this.
-    saved_locale = locale.setlocale(locale.LC_ALL)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for k in range(image.GetSize()[2]):
@@ -139,7 +136,6 @@ def write_dicom_series(image: sitk.Image, series: Path) -> Path:
         slice_image.SetMetaData("0008|0060", "MR")
         writer.SetFileName(str(series / f"{k:03d}.dcm"))
         writer.Execute(slice_image)
-    locale.setlocale(locale.LC_ALL, saved_locale)
     return series
 
 

@@ -42,8 +42,9 @@ def table(folder):
         return {row["case_id"]: row for row in csv.DictReader(handle)}
 
 
-def batch(*args, model):
-    return main(["batch", *map(str, args), "--model", str(model), "--device", "cpu"])
+def batch(*args, model, force=True):
+    # --force: a network with random weights finds no brain, which is otherwise each case's error
+    return main(["batch", *map(str, args), "--model", str(model), "--device", "cpu"] + (["--force"] if force else []))
 
 
 def test_one_labelmap_per_case_on_its_grid_and_one_table(tmp_path, cohort, random_model_file, capsys):
@@ -75,6 +76,16 @@ def test_one_labelmap_per_case_on_its_grid_and_one_table(tmp_path, cohort, rando
         assert confidence.GetSize() == image.GetSize()
     assert not (out / ".partial").exists() and not list(out.glob(".tmp-*"))
     assert "2 failed (broken, nan)" in capsys.readouterr().out
+
+
+def test_a_case_without_a_brain_is_an_error_row_unless_forced(tmp_path, cohort, random_model_file):
+    out = tmp_path / "out"
+    assert batch(cohort / "sub-1", "--output-dir", out, model=random_model_file, force=False) == 1
+    row = table(out)["T1"]
+    assert row["status"] == "error" and "--force" in row["reason"] and not (out / "T1_labels.nii.gz").exists()
+    assert batch(cohort / "sub-1", "--output-dir", out, model=random_model_file) == 0
+    row = table(out)["T1"]
+    assert row["status"] == "ok" and "brain" in row["qc"]  # forced: segmented, and the table says why to look
 
 
 def test_rerun_skips_done_cases_overwrite_redoes_them_another_model_redoes_them(tmp_path, cohort, random_model_file,
@@ -180,7 +191,7 @@ def test_torchrun_two_cpu_ranks_give_the_single_process_result(tmp_path, cohort,
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           "-m", "SegLossBrainLib.cli", "batch", str(cohort), "--output-dir", str(split), "--model",
-                          str(random_model_file), "--device", "cpu", "--progress-json"],
+                          str(random_model_file), "--device", "cpu", "--force", "--progress-json"],
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert run.returncode != 0  # two cases fail, so the ranks that hold them exit 1
     # Both ranks print JSON lines to one stdout, so lines can interleave: count the events instead of parsing.
@@ -202,11 +213,12 @@ def test_segment_many_yields_results_in_order_and_finds_the_structure(tmp_path, 
     blank = sitk.Image([40, 40, 40], sitk.sitkFloat32)
     blank.SetSpacing((2.0, 2.0, 2.0))
     flat = write_image(blank, tmp_path / "flat.nii.gz")
-    results = list(segment_many([good, flat, good.parent / "good.nrrd"], model=threshold_net, device="cpu"))
+    results = list(segment_many([good, flat, good.parent / "good.nrrd"], model=threshold_net, device="cpu",
+                                force=True))  # a sphere is not a brain
     assert [(r.case.case_id, r.status) for r in results] == [("good", "ok"), ("flat", "error")]
     labels = sitk.GetArrayFromImage(results[0].result.labels) == 1
     dice = 2 * (labels & truth).sum() / (labels.sum() + truth.sum())
     assert dice > 0.9
     assert results[0].intracranial_volume_ml == pytest.approx(labels.sum() * np.prod(image.GetSpacing()) / 1000)
     assert "constant" in results[1].reason and results[1].result is None
-    assert [r.case.case_id for r in segment_many(str(good), model=threshold_net, device="cpu")] == ["good"]
+    assert [r.case.case_id for r in segment_many(str(good), model=threshold_net, device="cpu", force=True)] == ["good"]

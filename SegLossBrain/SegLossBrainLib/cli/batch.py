@@ -56,7 +56,7 @@ def run_batch(args, reporter: Reporter) -> int:
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=_BARRIER_TIMEOUT)
     options = CohortOptions(Path(args.output_dir), model=args.model, device=device, tta=args.tta,
                             with_confidence=args.confidence, island_fraction=args.remove_islands,
-                            format=args.format, overwrite=args.overwrite)
+                            format=args.format, overwrite=args.overwrite, force=args.force)
     label = f"worker {worker.index + 1}/{worker.count}: " if worker.count > 1 else ""
     bar = CaseBar(reporter, label)
     try:
@@ -87,6 +87,8 @@ def add_batch_command(commands) -> None:
                        help="labelmap format (seg.nrrd: Slicer segmentation with named, coloured, coded segments)")
     batch.add_argument("--confidence", action="store_true", help="also write CASE_confidence (max class probability)")
     batch.add_argument("--overwrite", action="store_true", help="redo cases already done and replace their outputs")
+    batch.add_argument("--force", action="store_true",
+                       help="segment cases in which no brain is found (otherwise an error row saying so)")
     batch.add_argument("--shard", metavar="K/N", help="segment only the K-th of N shares of the cases (1 <= K <= N), "
                        "for a scheduler's job array; every shard merges the one table when it ends")
     add_model_options(batch)

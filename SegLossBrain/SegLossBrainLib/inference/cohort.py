@@ -79,15 +79,16 @@ def _read_and_prepare(case: Case):
 
 
 def segment_many(inputs: Iterable, model=None, device: str = "auto", tta: bool = False,
-                 with_confidence: bool = False, island_fraction: float = 0.0,
+                 with_confidence: bool = False, island_fraction: float = 0.0, force: bool = False,
                  loaded: LoadedModel | None = None, read_ahead: bool = True) -> Iterator[CaseResult]:
     """Segment every case of ``inputs`` (``Case`` objects, or paths, folders and lists as ``discover_cases``
     takes them) with one model, yielding a ``CaseResult`` per case in order, ok or error.
 
-    ``model``/``device`` as ``segment``; or ``loaded`` (from ``load_cohort_model``) to reuse a loaded model. The
-    model is loaded before the first case, so a bad model raises instead of failing every case. ``read_ahead``
-    False reads each case only when its turn comes (for measuring what the overlap gains)."""
-    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)  # one folder or list given alone
+    ``model``/``device``/``force`` as ``segment``; or ``loaded`` (from ``load_cohort_model``) to reuse a loaded
+    model. The model is loaded before the first case, so a bad model raises instead of failing every case.
+    ``read_ahead`` False reads each case only when its turn comes (for measuring what the overlap gains)."""
+    # One folder or list may be given alone, as a string.
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     cases = items if all(isinstance(i, Case) for i in items) else discover_cases(items)
     loaded = loaded or load_cohort_model(model, device)
     if not cases:
@@ -106,7 +107,8 @@ def segment_many(inputs: Iterable, model=None, device: str = "auto", tta: bool =
             start = time.perf_counter()
             try:
                 result = segment_prepared(prepared, loaded.network, loaded.device, loaded.metadata, tta=tta,
-                                          with_confidence=with_confidence, island_fraction=island_fraction)
+                                          with_confidence=with_confidence, island_fraction=island_fraction,
+                                          force=force)
             except Exception as error:  # e.g. out of memory on one huge case: record it, go on
                 yield CaseResult(case, "error", one_line(error), read_seconds + time.perf_counter() - start)
                 continue

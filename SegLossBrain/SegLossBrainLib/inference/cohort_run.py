@@ -36,6 +36,7 @@ class CohortOptions:
     island_fraction: float = 0.0
     format: str = "nii.gz"
     overwrite: bool = False
+    force: bool = False  # segment cases in which no brain is found (an error row otherwise)
 
 
 @dataclass
@@ -116,6 +117,9 @@ def case_row(outcome: CaseResult, loaded: LoadedModel, labels_name: str) -> dict
         volumes = outcome.result.volumes_ml
         row.update({tables.structure_column(name): f"{value:.3f}" for name, value in volumes.items()})
         row[tables.ICV_COLUMN] = f"{intracranial_volume_ml(volumes):.3f}"
+        quality = outcome.result.quality
+        if quality is not None:  # whole-result warnings, then flagged structures
+            row["qc"] = "; ".join(quality.warnings + [f"{name}: {flag}" for name, flag in quality.flags.items()])
     return row
 
 
@@ -141,7 +145,7 @@ def run_cohort(inputs: list, options: CohortOptions, worker: Worker = Worker(),
               "status": loaded.metadata.get("status"), "status_note": loaded.metadata.get("status_note")})
         started = time.perf_counter()
         outcomes = segment_many(to_do, tta=options.tta, with_confidence=options.with_confidence,
-                                island_fraction=options.island_fraction, loaded=loaded)
+                                island_fraction=options.island_fraction, force=options.force, loaded=loaded)
         for number, outcome in enumerate(outcomes, start=1):
             outcome = _write_case(outcome, loaded, options, rows, own_table, order)
             summary.done += 1

@@ -19,7 +19,8 @@ from ..labels import load_label_table
 
 TABLE_NAME = "volumes.csv"
 ICV_COLUMN = "intracranial_volume_ml"
-_FIXED_COLUMNS = ["case_id", "input", "status", "reason", "seconds", "model", "model_sha256", "labels", "finished"]
+_FIXED_COLUMNS = ["case_id", "input", "status", "reason", "qc", "seconds", "model", "model_sha256", "labels",
+                  "finished"]
 
 
 def structure_column(name: str) -> str:
