@@ -122,23 +122,6 @@ def labels_network(monkeypatch):
     return install
 
 
-def write_dicom_series(image: sitk.Image, series: Path) -> Path:
-    """``image`` (integer voxels) as one DICOM MR series, a file per slice, in the new folder ``series``."""
-    series.mkdir(parents=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(image.GetSize()[2]):
-        slice_image = image[:, :, k]
-        slice_image.SetMetaData("0020|0013", str(k + 1))  # instance number
-        slice_image.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1.1")  # series instance UID
-        slice_image.SetMetaData("0020|0032", "\\".join(map(str, image.TransformIndexToPhysicalPoint((0, 0, k)))))
-        slice_image.SetMetaData("0020|0037", "\\".join(map(str, image.GetDirection()[0::3] + image.GetDirection()[1::3])))
-        slice_image.SetMetaData("0008|0060", "MR")
-        writer.SetFileName(str(series / f"{k:03d}.dcm"))
-        writer.Execute(slice_image)
-    return series
-
-
 class ThresholdNet(torch.nn.Module):
     """A stand-in network with a known answer: class 1 where the normalised intensity is above 0.6, else
     background. Lets geometry tests check where a structure lands without a trained model."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import phantom, rotation, write_dicom_series
+from conftest import phantom, rotation
 from SegLossBrainLib.imageio.volumes import InputError, check_image, read_image, same_grid, write_image
 
 
@@ -40,7 +40,19 @@ def test_freesurfer_mgz_ras_affine_becomes_lps(tmp_path, oblique_image):
 
 def test_dicom_series_folder(tmp_path, oblique_image):
     image = sitk.Cast(sitk.RescaleIntensity(oblique_image, 0, 1000), sitk.sitkInt16)
-    series = write_dicom_series(image, tmp_path / "dicom")
+    series = tmp_path / "dicom"
+    series.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(image.GetSize()[2]):
+        slice_image = image[:, :, k]
+        slice_image.SetMetaData("0020|0013", str(k + 1))  # instance number
+        slice_image.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1.1")  # series instance UID
+        slice_image.SetMetaData("0020|0032", "\\".join(map(str, image.TransformIndexToPhysicalPoint((0, 0, k)))))
+        slice_image.SetMetaData("0020|0037", "\\".join(map(str, image.GetDirection()[0::3] + image.GetDirection()[1::3])))
+        slice_image.SetMetaData("0008|0060", "MR")
+        writer.SetFileName(str(series / f"{k:03d}.dcm"))
+        writer.Execute(slice_image)
     back = read_image(series)
     assert back.GetSize() == image.GetSize()
     assert np.allclose(back.GetOrigin(), image.GetOrigin(), atol=1e-3)
