@@ -13,11 +13,11 @@ def select_device(device: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if device == "cuda" and not torch.cuda.is_available():
+    if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but no CUDA GPU is available to torch; use --device cpu or auto")
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("device 'mps' requested but Apple MPS is not available; use --device cpu or auto")
-    if device not in ("cpu", "cuda", "mps"):
+    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):  # cuda:N, one GPU per rank
         raise ValueError(f"unknown device {device!r}; choose auto, cpu, cuda or mps")
     return torch.device(device)
 

@@ -1,7 +1,7 @@
 """The ``seglossbrain`` command. Progress goes to stderr (a tqdm bar, or JSON lines on stdout with
 ``--progress-json`` for the Slicer module), results to stdout; exit 0 only on success, 2 on bad input.
 
-One file per group of sub-commands (``segment``/``demo``/``info``, ``train``, ``evaluate``, ``finetune``,
+One file per group of sub-commands (``segment``/``demo``/``info``, ``batch``, ``train``, ``evaluate``, ``finetune``,
 ``models``, ``study``); what they share is in ``common``, which imports no other CLI file. Each file imports the
 engine inside its handlers, so ``seglossbrain --help`` does not load torch.
 """
@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from . import evaluate, finetune, models, segment, study, training
+from . import batch, evaluate, finetune, models, segment, study, training
 from .common import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, Reporter
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILURE", "EXIT_OK", "build_parser", "main"]
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--progress-json", action="store_true", help="progress and results as JSON lines on stdout")
     commands = parser.add_subparsers(dest="command", required=True)
     segment.add_segment_commands(commands)
+    batch.add_batch_command(commands)
     training.add_training_commands(commands)
     evaluate.add_evaluate_command(commands)
     finetune.add_finetune_command(commands)

@@ -90,6 +90,13 @@ class StepPrinter:
         self.bars.clear()
 
 
+def log_model_status(metadata: dict, reporter: Reporter) -> None:
+    """A model that is not released says so with every result."""
+    status = metadata.get("status")
+    if status and status != "released":
+        reporter.log(f"note: this model is {status}: {metadata.get('status_note', '')}".rstrip(": "))
+
+
 def fraction(text: str) -> float:
     try:
         value = float(text)
@@ -143,3 +150,14 @@ def add_progress_json(parser, what: str = "progress and results") -> None:
     """``--progress-json`` on a sub-command as well as before it (``seglossbrain --progress-json CMD``)."""
     parser.add_argument("--progress-json", action="store_true", default=argparse.SUPPRESS,
                         help=f"{what} as JSON lines on stdout")
+
+
+def add_model_options(command) -> None:
+    """The options of every command that runs the segmentation model (``segment``, ``demo``, ``batch``)."""
+    command.add_argument("--model", help="model name or .safetensors path (default: the shipped model)")
+    command.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    command.add_argument("--tta", action="store_true", help="also segment the left-right mirror and average")
+    command.add_argument("--remove-islands", type=fraction, default=0.0, metavar="FRACTION",
+                         help="give each structure's detached pieces smaller than FRACTION of its largest piece "
+                              "to their next most probable class (e.g. 0.1; off by default, CSF never)")
+    add_progress_json(command)

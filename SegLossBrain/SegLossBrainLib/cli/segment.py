@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..imageio.atomic import open_atomic
-from .common import EXIT_OK, Reporter, add_progress_json, fraction
+from .common import EXIT_OK, Reporter, add_model_options, log_model_status
 
 
 def _write_volumes_csv(result, path: Path) -> None:
@@ -73,9 +73,7 @@ def run_segment(args, reporter: Reporter) -> int:
                      progress=reporter.progress, output_spacing=args.output_spacing,
                      hemispheres=args.hemispheres, force=args.force)
     reporter.close()
-    status = result.model_metadata.get("status")
-    if status and status != "released":
-        reporter.log(f"note: this model is {status}: {result.model_metadata.get('status_note', '')}".rstrip(": "))
+    log_model_status(result.model_metadata, reporter)
     for warning in result.quality.warnings:
         reporter.log(f"warning: {warning}")
     written: list[Path] = []
@@ -167,17 +165,6 @@ def run_demo(args, reporter: Reporter) -> int:
     args.hemispheres = args.force = False
     reporter.log(f"segmenting the embedded demo volume {sample.name} (synthetic T1, made by SegLossBrain's generator)")
     return run_segment(args, reporter)
-
-
-
-def add_model_options(command) -> None:
-    command.add_argument("--model", help="model name or .safetensors path (default: the shipped model)")
-    command.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    command.add_argument("--tta", action="store_true", help="also segment the left-right mirror and average")
-    command.add_argument("--remove-islands", type=fraction, default=0.0, metavar="FRACTION",
-                         help="give each structure's detached pieces smaller than FRACTION of its largest piece "
-                              "to their next most probable class (e.g. 0.1; off by default, CSF never)")
-    add_progress_json(command)
 
 
 def add_segment_commands(commands) -> None:

@@ -27,7 +27,8 @@ class InputError(ValueError):
     """The input can't be used; the message names the problem and what to do instead."""
 
 
-def _suffix(path: Path) -> str:
+def file_suffix(path: Path) -> str:
+    """The file type suffix, double ones (".nii.gz", ".seg.nrrd") included, lower case."""
     name = path.name.lower()
     for suffix in LABELMAP_SUFFIXES:
         if name.endswith(suffix):
@@ -43,7 +44,7 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     try:
         if path.is_dir():
             return _read_dicom_folder(path)
-        if _suffix(path) in (".mgz", ".mgh"):
+        if file_suffix(path) in (".mgz", ".mgh"):
             return _read_freesurfer(path)
         return sitk.ReadImage(str(path))
     except InputError:
@@ -155,7 +156,7 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
         raise InputError(f"output folder {directory} does not exist; create it or choose another output path")
     if not os.access(directory, os.W_OK):
         raise InputError(f"output folder {directory} is not writable; choose another output path")
-    suffix = _suffix(path)
+    suffix = file_suffix(path)
     if suffix not in (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha"):
         raise InputError(f"{path}: unsupported output format {suffix!r}; use .nii.gz, .nii, .nrrd, .seg.nrrd or .mha")
     if suffix == ".seg.nrrd":

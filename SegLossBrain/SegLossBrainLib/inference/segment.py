@@ -61,41 +61,47 @@ def predict_probabilities(network: torch.nn.Module, tensor: torch.Tensor, device
     return (total / len(views)).cpu()
 
 
-def segment(image: sitk.Image, model: str | os.PathLike | torch.nn.Module | None = None, device: str = "auto",
-            tta: bool = False, return_probabilities: bool = False, with_confidence: bool = False,
-            progress: ProgressCallback | None = None, island_fraction: float = 0.0,
-            output_spacing: float | None = None, hemispheres: bool = False, force: bool = False) -> SegmentationResult:
-    """Segment the 19 structures of a brain MR volume.
-
-    ``model``: None (the installed default), a path or name of a model file, or a loaded network.
-    ``island_fraction``: when > 0, a structure's detached pieces smaller than this share of its largest piece
-    go to their next most probable class (``postprocessing/islands.py``; off by default).
-    ``output_spacing``: labels and confidence on an isotropic grid of this spacing (mm) covering the input,
-    mapped from the same probabilities; by default exactly ``image``'s size, spacing, origin and direction.
-    ``hemispheres``: also split the paired structures into left and right (``sided_labels``).
-    ``force``: segment even when no brain is found (``qc.NoBrainError`` otherwise, before any output exists)."""
-    report = progress or (lambda fraction, message: None)
-    check_image(image)
-    if output_spacing is not None:
-        check_output_spacing(image, output_spacing)
-    if hemispheres:
-        check_hemisphere_table()
-    chosen = select_device(device)
-    report(0.05, "loading model")
+def load_network(model: str | os.PathLike | torch.nn.Module | None, device: torch.device):
+    """(network in eval mode on ``device``, its model-file metadata); ``model`` as ``segment`` takes it."""
     if isinstance(model, torch.nn.Module):
-        network, metadata = model.to(chosen).eval(), {}
-    else:
-        network, metadata = load_model(resolve_model(model), device=str(chosen))
-        if chosen.type == "cpu":
-            # oneDNN's 3D convolutions run about 25 % faster on channels-last tensors (see BENCHMARKS.md).
-            # Only for a network loaded here: one passed in (e.g. mid-training) is not ours to convert.
-            network = network.to(memory_format=torch.channels_last_3d)
-    report(0.15, "resampling to the network grid")
+        return model.to(device).eval(), {}
+    network, metadata = load_model(resolve_model(model), device=str(device))
+    if device.type == "cpu":
+        # oneDNN's 3D convolutions run about 25 % faster on channels-last tensors (see BENCHMARKS.md).
+        # Only for a network loaded here: one passed in (e.g. mid-training) is not ours to convert.
+        network = network.to(memory_format=torch.channels_last_3d)
+    return network, metadata
+
+
+@dataclass
+class PreparedImage:
+    """A checked image resampled onto its network grid: all the CPU work before the network, which a cohort
+    does for the next case while the network runs on the current one."""
+    image: sitk.Image
+    grid: grids.NetworkGrid
+    tensor: torch.Tensor
+
+
+def prepare_image(image: sitk.Image, checked: bool = False) -> PreparedImage:
+    """Check ``image`` (unless already ``checked``), plan its network grid and resample it there."""
+    if not checked:
+        check_image(image)
     network_grid = grids.plan_network_grid(image)
-    tensor = grids.to_network(image, network_grid)
-    report(0.25, f"running the network on {chosen.type} ({'x'.join(map(str, network_grid.shape))} voxels"
+    return PreparedImage(image, network_grid, grids.to_network(image, network_grid))
+
+
+def segment_prepared(prepared: PreparedImage, network: torch.nn.Module, device: torch.device, metadata: dict,
+                     tta: bool = False, return_probabilities: bool = False, with_confidence: bool = False,
+                     progress: ProgressCallback | None = None, island_fraction: float = 0.0,
+                     output_spacing: float | None = None, hemispheres: bool = False,
+                     force: bool = False) -> SegmentationResult:
+    """The network and the way back to the input grid (options as ``segment``), for an image that
+    ``prepare_image`` made ready."""
+    report = progress or (lambda fraction, message: None)
+    image, network_grid = prepared.image, prepared.grid
+    report(0.25, f"running the network on {device.type} ({'x'.join(map(str, network_grid.shape))} voxels"
                  f"{', with left-right flip' if tta else ''})")
-    probabilities = suppress_islands(predict_probabilities(network, tensor, chosen, tta=tta), island_fraction)
+    probabilities = suppress_islands(predict_probabilities(network, prepared.tensor, device, tta=tta), island_fraction)
     quality = qc.check_input(probabilities, network_grid.spacing, force)
     report(0.8, "mapping probabilities back to the input grid")
     reference = image if output_spacing is None else grids.isotropic_grid(image, output_spacing)
@@ -115,9 +121,39 @@ def segment(image: sitk.Image, model: str | os.PathLike | torch.nn.Module | None
         network_grid=network_grid,
         volumes_ml=volumes_ml,
         model_metadata=metadata,
-        device=chosen.type,
+        device=device.type,
         quality=quality,
         sided_labels=sided,
         midsagittal_plane=plane,
         side_volumes_ml=sides_ml,
     )
+
+
+def segment(image: sitk.Image, model: str | os.PathLike | torch.nn.Module | None = None, device: str = "auto",
+            tta: bool = False, return_probabilities: bool = False, with_confidence: bool = False,
+            progress: ProgressCallback | None = None, island_fraction: float = 0.0,
+            output_spacing: float | None = None, hemispheres: bool = False, force: bool = False) -> SegmentationResult:
+    """Segment the 19 structures of a brain MR volume.
+
+    ``model``: None (the installed default), a path or name of a model file, or a loaded network.
+    ``island_fraction``: when > 0, a structure's detached pieces smaller than this share of its largest piece
+    go to their next most probable class (``postprocessing/islands.py``; off by default).
+    ``output_spacing``: labels and confidence on an isotropic grid of this spacing (mm) covering the input,
+    mapped from the same probabilities; by default exactly ``image``'s size, spacing, origin and direction.
+    ``hemispheres``: also split the paired structures into left and right (``sided_labels``).
+    ``force``: segment even when no brain is found (``qc.NoBrainError`` otherwise, before any output exists).
+    For many images, ``inference.cohort.segment_many`` loads the model once and overlaps reading with the network."""
+    report = progress or (lambda fraction, message: None)
+    check_image(image)  # bad input is refused before the model is loaded
+    if output_spacing is not None:
+        check_output_spacing(image, output_spacing)
+    if hemispheres:
+        check_hemisphere_table()
+    chosen = select_device(device)
+    report(0.05, "loading model")
+    network, metadata = load_network(model, chosen)
+    report(0.15, "resampling to the network grid")
+    return segment_prepared(prepare_image(image, checked=True), network, chosen, metadata, tta=tta,
+                            return_probabilities=return_probabilities, with_confidence=with_confidence,
+                            progress=progress, island_fraction=island_fraction, output_spacing=output_spacing,
+                            hemispheres=hemispheres, force=force)
