@@ -43,7 +43,7 @@ def active_names():
 def test_listing_marks_the_shipped_default_active_without_a_choice(installed):
     versions = model_store.list_versions()
     assert [(v.name, v.source, v.active) for v in versions] == [
-        ("wong2018-explog", "shipped", True), ("site-a", "user", False), ("site-b", "user", False)]
+        (model_store.DEFAULT_MODEL_NAME, "shipped", True), ("site-a", "user", False), ("site-b", "user", False)]
     assert versions[1].summary()["source"] == "user"
 
 
@@ -54,7 +54,7 @@ def test_activate_makes_the_default_follow_and_revert_undoes_it(installed):
     assert model_store.resolve_model(None) == installed["site-a"]
     assert active_names() == ["site-a"]
     assert model_store.revert() is True
-    assert model_store.default_model_path() == installed["shipped"] and active_names() == ["wong2018-explog"]
+    assert model_store.default_model_path() == installed["shipped"] and active_names() == [model_store.DEFAULT_MODEL_NAME]
     assert model_store.revert() is False  # nothing to undo: says so, no error
 
 
@@ -63,14 +63,14 @@ def test_delete_rules(installed):
     with pytest.raises(StoreError, match="'site-a' is the active model; run 'seglossbrain models revert'"):
         model_store.delete("site-a")
     with pytest.raises(StoreError, match="shipped model; .* never deleted"):
-        model_store.delete("wong2018-explog")
+        model_store.delete(model_store.DEFAULT_MODEL_NAME)
     with pytest.raises(StoreError, match="no user model version named 'nope'"):
         model_store.delete("nope")
     path = model_store.delete("site-b")
     assert not path.exists() and not models.metadata_path(path).exists()
     model_store.revert()
     model_store.delete("site-a")
-    assert [v.name for v in model_store.list_versions()] == ["wong2018-explog"]
+    assert [v.name for v in model_store.list_versions()] == [model_store.DEFAULT_MODEL_NAME]
     assert installed["shipped"].is_file()
 
 
@@ -112,7 +112,7 @@ def test_activation_refuses_unknown_and_corrupt_versions(installed):
 @pytest.mark.parametrize("name,message", [
     ("../x", "model name"), ("a b", "model name"), ("x.safetensors", "model name"), ("", "model name"),
     ("active", "reserved"), ("site-a", "user model named 'site-a' exists"),
-    ("wong2018-explog", "shipped model named"),
+    (model_store.DEFAULT_MODEL_NAME, "shipped model named"),
 ])
 def test_new_names_are_checked(installed, name, message):
     with pytest.raises(StoreError, match=message):
@@ -141,7 +141,7 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_stale_one(installed):
 def test_models_commands(installed, capsys):
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].startswith("* wong2018-explog") and "  site-a" in out
+    assert out.splitlines()[0].startswith(f"* {model_store.DEFAULT_MODEL_NAME}") and "  site-a" in out
     assert main(["models", "activate", "site-a"]) == 0
     assert "site-a (user) is now the active model" in capsys.readouterr().out
     assert main(["--progress-json", "models", "list"]) == 0
@@ -149,8 +149,16 @@ def test_models_commands(installed, capsys):
     assert [m["name"] for m in listing["models"] if m["active"]] == ["site-a"]
     assert main(["models", "delete", "site-a"]) == 2
     assert "is the active model" in capsys.readouterr().err
-    assert main(["models", "delete", "wong2018-explog"]) == 2
+    assert main(["models", "delete", model_store.DEFAULT_MODEL_NAME]) == 2
     assert main(["models", "activate", "nope"]) == 2
     capsys.readouterr()
     assert main(["models", "revert"]) == 0 and "reverted" in capsys.readouterr().out
     assert main(["models", "delete", "site-a"]) == 0 and not installed["site-a"].exists()
+
+
+def test_with_two_shipped_models_the_default_is_active_and_the_other_selectable_by_name(installed, random_model_file):
+    older = copy_model(random_model_file, installed["shipped"].parent, "wong2018-explog")  # the model shipped before
+    assert model_store.DEFAULT_MODEL_NAME != "wong2018-explog"
+    assert model_store.default_model_path() == installed["shipped"]
+    assert active_names() == [model_store.DEFAULT_MODEL_NAME]
+    assert model_store.resolve_model("wong2018-explog") == older
