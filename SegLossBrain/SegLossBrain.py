@@ -114,12 +114,14 @@ class SegLossBrainLogic(ScriptedLoadableModuleLogic):
                           confidence_volume=parameters.confidenceVolume if options.confidence else None,
                           model_sha256=model_sha256, command_prefix=command_prefix)
 
-    def segment(self, volume, model_choice, device="auto", tta=False, confidence=True, timeout=3600):
-        """Blocking segmentation for scripts and the self-test; returns a SegmentResult."""
+    def segment(self, volume, model_choice, device="auto", tta=False, confidence=True, hemispheres=False,
+                force=False, timeout=3600):
+        """Blocking segmentation for scripts and the self-test; returns a SegmentResult. ``hemispheres``: left and
+        right structures as laterality-coded segments; ``force``: segment even when the engine finds no brain."""
         from SegLossBrainSlicer.cli_protocol import SegmentOptions
         from SegLossBrainSlicer.segment_run import SegmentRun
 
-        options = SegmentOptions(model_choice.path, device, tta, confidence)
+        options = SegmentOptions(model_choice.path, device, tta, confidence, hemispheres, force)
         return SegmentRun(slicer.mrmlScene, volume, options, model_sha256=model_choice.sha256).run_blocking(timeout)
 
 
