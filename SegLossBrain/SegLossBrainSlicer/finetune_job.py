@@ -41,12 +41,13 @@ class FinetuneOptions:
     name: str
     loss: str = "explog"
     loss_params: dict = field(default_factory=dict)
-    steps: int = 200
-    learning_rate: float = 3e-5
+    steps: int = 1000  # the most; the engine plans how many fit max_minutes after timing the first steps
+    learning_rate: float = 1e-4
     base: str | None = None  # model name or path; None: the engine's active model
     device: str = "auto"
     freeze_encoder: bool = False
     validation_pair: int | None = None  # index into the pairs; None: the engine's choice (last pair held out)
+    max_minutes: float = 8.0  # from Start to the new version (the engine's time budget; 0: steps alone decide)
 
     def check(self) -> None:
         if not NAME_PATTERN.match(self.name or "") or self.name.endswith((".safetensors", ".json")):
@@ -57,7 +58,9 @@ class FinetuneOptions:
         if self.steps < 1:
             raise InputProblem(_("Run at least one step."))
         if not 0 < self.learning_rate < 1:
-            raise InputProblem(_("The learning rate must lie between 0 and 1 (3e-5 suits fine-tuning)."))
+            raise InputProblem(_("The learning rate must lie between 0 and 1 (1e-4 suits fine-tuning)."))
+        if not self.max_minutes >= 0:
+            raise InputProblem(_("The time budget must be 0 (none) or more minutes."))
         if self.device not in cli_protocol.DEVICES:
             raise InputProblem(_("Unknown device '{device}'.").format(device=self.device))
 
@@ -66,7 +69,8 @@ def finetune_arguments(pairs: list, options: FinetuneOptions, stop_file=None) ->
     """``finetune`` arguments for [(image path, labels path)] in table order; ``stop_file``: the path whose
     creation asks the engine to stop gracefully."""
     args = ["finetune", "--progress-json", "--name", options.name, "--loss", options.loss,
-            "--steps", str(int(options.steps)), "--lr", f"{options.learning_rate:g}", "--device", options.device]
+            "--steps", str(int(options.steps)), "--lr", f"{options.learning_rate:g}", "--device", options.device,
+            "--max-minutes", f"{options.max_minutes:g}"]
     for number, (image, labels) in enumerate(pairs):
         flag = "--validation" if number == options.validation_pair else "--pairs"
         args += [flag, f"{image},{labels}"]

@@ -16,7 +16,8 @@ import SimpleITK as sitk
 import torch
 
 from SegLossBrainLib.cli import main
-from SegLossBrainLib.finetuning.finetune import FinetuneConfig, FinetuneError, finetune
+from SegLossBrainLib.finetuning import unfinished
+from SegLossBrainLib.finetuning.finetune import FinetuneConfig, FinetuneError, continue_finetune, finetune
 from SegLossBrainLib.training.labelled_scans import load_pair
 from SegLossBrainLib.imageio.volumes import InputError
 from SegLossBrainLib.labels import LabelError
@@ -78,8 +79,10 @@ def pairs(tmp_path):
 
 
 def config(pairs, base, **overrides):
+    # The base is a random network: lr 3e-5 in fp32 (the defaults, 1e-4 in bf16, can make it diverge within 20
+    # steps), and no early stopping (its Dice stays near 0), unless a test asks for them
     values = dict(pairs=pairs, name="site-v1", base=str(base), steps=3, validate_every=2, patch_size=(32, 32, 32),
-                  device="cpu")
+                  device="cpu", learning_rate=3e-5, precision="fp32", patience=0)
     values.update(overrides)
     return FinetuneConfig(**values)
 
@@ -221,7 +224,7 @@ def test_bad_configuration_is_refused_before_work(store, pairs, random_model_fil
     assert not list(store.glob("*.safetensors"))
 
 
-def test_cancel_before_any_validation_writes_nothing(store, pairs, random_model_file):
+def test_cancel_before_any_validation_writes_no_version_but_can_be_continued(store, pairs, random_model_file):
     cancel = threading.Event()
 
     def on_event(event):
@@ -230,7 +233,15 @@ def test_cancel_before_any_validation_writes_nothing(store, pairs, random_model_
 
     result = finetune(config(pairs, random_model_file, steps=20, validate_every=10), on_event=on_event, cancel=cancel)
     assert result.status == "cancelled" and result.path is None and result.steps_run == 1
-    assert store_files(store) == []
+    assert store_files(store) == [".unfinished"]  # no version; the working folder, to continue from step 1
+    assert [run.name for run in unfinished.list_runs()] == ["site-v1"] and unfinished.find("site-v1").step == 1
+    with pytest.raises(FinetuneError, match="unfinished fine-tune named 'site-v1' exists"):
+        finetune(config(pairs, random_model_file))
+    events = []
+    continued = continue_finetune("site-v1", on_event=events.append)
+    assert continued.status == "finished" and continued.steps_run == 20 and continued.name == "site-v1"
+    assert any("continuing from step 1 of 20" in e.get("message", "") for e in events)
+    assert store_files(store) == ["site-v1.json", "site-v1.safetensors"]  # the working folder is gone
 
 
 def test_cancel_after_a_validation_keeps_that_state(store, pairs, random_model_file):
@@ -244,7 +255,13 @@ def test_cancel_after_a_validation_keeps_that_state(store, pairs, random_model_f
     assert result.status == "cancelled" and result.steps_run == 2 and result.best_step in (1, 2)
     _, meta = load_model(result.path)
     assert meta["finetune"]["status"] == "cancelled"
-    assert store_files(store) == ["site-v1.json", "site-v1.safetensors"]
+    assert store_files(store) == [".unfinished", "site-v1.json", "site-v1.safetensors"]
+    # the stopped version exists and never changes: continuing saves under a new name
+    stopped_sha = sha256_of(result.path)
+    continued = continue_finetune("site-v1")
+    assert continued.name == "site-v1-continued" and continued.steps_run == 20
+    assert load_model(continued.path)[1]["finetune"]["continued"] is True
+    assert sha256_of(result.path) == stopped_sha and not (store / ".unfinished").exists()
 
 
 def test_cancel_from_another_thread(store, pairs, random_model_file):

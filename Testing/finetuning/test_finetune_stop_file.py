@@ -10,7 +10,7 @@ import torch
 
 from SegLossBrainLib.cli import main
 from SegLossBrainLib.cli.finetune import watch_stop_file
-from SegLossBrainLib.finetuning import finetune as finetune_module
+from SegLossBrainLib.finetuning import validator as finetune_validator
 from SegLossBrainLib.models.files import load_model
 from test_finetune import one_thread, pairs, store  # noqa: F401 (fixtures)
 
@@ -44,7 +44,7 @@ def test_stop_file_after_the_first_validation_keeps_the_validated_weights(store,
                                                                           monkeypatch, tmp_path):
     stop = tmp_path / "stop-request"
     validated = {}  # step -> the weights the validation saw
-    original = finetune_module._Validator.__call__
+    original = finetune_validator.Validator.__call__
 
     def validate_then_ask_to_stop(self, network):
         result = original(self, network)
@@ -53,7 +53,7 @@ def test_stop_file_after_the_first_validation_keeps_the_validated_weights(store,
             stop.touch()  # what the Slicer module does on "Stop": the run must now end after its current step
         return result
 
-    monkeypatch.setattr(finetune_module._Validator, "__call__", validate_then_ask_to_stop)
+    monkeypatch.setattr(finetune_validator.Validator, "__call__", validate_then_ask_to_stop)
     pair_args = [f"{i},{l}" for i, l in pairs]
     code = main(["finetune", "--pairs", pair_args[0], "--validation", pair_args[1], "--base", str(random_model_file),
                  "--name", "stopped-v1", "--steps", "200", "--validate-every", "1", "--patience", "0",

@@ -167,6 +167,7 @@ def test_job_reports_progress_loss_validation_and_result(engine):
     argv = given["argv"]
     assert argv[:2] == ["finetune", "--progress-json"] and argv.count("--pairs") == 2
     assert argv[argv.index("--loss") + 1] == "explog" and argv[argv.index("--lr") + 1] == "0.0002"
+    assert argv[argv.index("--max-minutes") + 1] == "8"  # the engine's time budget reaches it
     assert json.loads(argv[argv.index("--loss-params") + 1]) == {"gamma": 0.3, "w_cross": 0.2, "w_dice": 0.8}
     stop_file = Path(argv[argv.index("--stop-file") + 1])  # a fresh path in the job's own temporary folder
     assert stop_file.parent == workdir and not stop_file.exists()

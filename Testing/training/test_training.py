@@ -179,3 +179,25 @@ def test_input_noise_setting_reaches_the_network_and_the_model_file(label_maps, 
     assert default.network.noise_std == 1.0  # the paper's noise unless asked otherwise
     with pytest.raises(TrainingError, match="no input-noise layer"):
         Trainer(config(label_maps, tmp_path / "v", architecture="vnet", input_noise_std=0.0))
+
+
+def test_early_stopping_waits_for_patience_after_and_replan_moves_the_end(label_maps, tmp_path):
+    scores = iter([0.5, 0.4, 0.3, 0.2, 0.1, 0.0, -0.1, -0.2])  # never better after the first validation
+
+    trainer = Trainer(config(label_maps, tmp_path / "run", steps=8, validate_every=1, patience=1, patience_after=5),
+                      validator=lambda network: {"score": next(scores)})
+    outcome = trainer.run()
+    # worse from step 2 on: patience 1 would stop at step 2, but not before step 5
+    assert outcome["status"] == "early_stopped" and outcome["step"] == 5
+
+    trainer = Trainer(config(label_maps, tmp_path / "run2", steps=8, validate_every=4, lr_schedule="poly",
+                             learning_rate=1e-3))
+    rates = []
+    trainer.on_event = lambda event: rates.append(trainer.optimizer.param_groups[0]["lr"]) \
+        if event["event"] == "step" else None
+    trainer.replan(4, 2)  # before the loop: as if the time budget allowed only 4 steps
+    assert trainer.run()["step"] == 4
+    expected = [1e-3 * (1 - step / 4) ** 0.9 for step in range(4)]  # poly over the 4 planned steps, not 8
+    assert rates == pytest.approx(expected) and trainer.config.steps == 4
+    with pytest.raises(ValueError):
+        trainer.replan(3, 1)  # shorter than the steps already run

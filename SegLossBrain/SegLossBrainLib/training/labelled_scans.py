@@ -34,6 +34,10 @@ from ..synthesis.intensity import bias_field
 MIN_STRUCTURES = 2  # fewer than this: nothing to learn that is not already the background
 FEW_STRUCTURES = 10  # below this, warn: unlabelled structures are learnt as background
 FOREGROUND_CROP_FRACTION = 0.7  # share of patches centred on a labelled voxel (few cases: do not waste steps)
+# With focus points (fine-tuning: where the base model disagrees with the site's labels), this share of the
+# patches is centred on one of them, and FOREGROUND_CROP_FRACTION applies to the rest: the steps go where
+# there is something to learn instead of re-teaching what the model already draws the site's way.
+FOCUS_CROP_FRACTION = 0.5
 _MAX_FOREGROUND_POINTS = 200_000
 
 
@@ -177,6 +181,15 @@ def load_pair(image_path, labels_path, resample_labels: bool = False,
                         present)
 
 
+def _points(mask: torch.Tensor) -> torch.Tensor:
+    """[N, 3] voxel indices where ``mask`` is true (a strided subset of at most _MAX_FOREGROUND_POINTS: plenty to
+    pick patch centres from)."""
+    points = torch.nonzero(mask)
+    if len(points) > _MAX_FOREGROUND_POINTS:
+        points = points[:: math.ceil(len(points) / _MAX_FOREGROUND_POINTS)]
+    return points
+
+
 def _crop_or_pad(volume: torch.Tensor, start, size, value: float) -> torch.Tensor:
     """[..., D, H, W] window of ``size`` from ``start`` (may reach outside: padded with ``value``)."""
     spatial = volume.shape[-3:]
@@ -195,21 +208,35 @@ def _crop_or_pad(volume: torch.Tensor, start, size, value: float) -> torch.Tenso
 class PairSampler:
     """Random patches from the training pairs, with light augmentation; ``batch`` as the synthetic generator."""
 
-    def __init__(self, pairs: list[TrainingPair], patch_size, augment: bool = True):
+    def __init__(self, pairs: list[TrainingPair], patch_size, augment: bool = True, focus: list | None = None):
+        """``focus``: per pair, a [D, H, W] bool mask of the voxels patches should favour (see
+        FOCUS_CROP_FRACTION), or None."""
         if not pairs:
             raise ValueError("no training pairs")
         self.pairs, self.patch_size, self.augment = pairs, tuple(int(s) for s in patch_size), augment
-        self.foreground = []
-        for pair in pairs:
-            points = torch.nonzero(pair.labels > 0)
-            if len(points) > _MAX_FOREGROUND_POINTS:  # a strided subset is plenty to pick centres from
-                points = points[:: math.ceil(len(points) / _MAX_FOREGROUND_POINTS)]
-            self.foreground.append(points)
+        self.foreground = [_points(pair.labels > 0) for pair in pairs]
+        self.focus = None
+        if focus is not None:
+            self.set_focus(focus)
+
+    def set_focus(self, masks: list) -> None:
+        """Favour patches centred on these voxels (per pair, a [D, H, W] bool mask; see FOCUS_CROP_FRACTION)."""
+        if len(masks) != len(self.pairs):
+            raise ValueError(f"{len(masks)} focus masks for {len(self.pairs)} pairs")
+        self.focus = [_points(mask) for mask in masks]
 
     def _start(self, index: int, rng: torch.Generator) -> list[int]:
         shape = self.pairs[index].labels.shape
-        if float(torch.rand(1, generator=rng)) < FOREGROUND_CROP_FRACTION:
+        draw = float(torch.rand(1, generator=rng))
+        points = None
+        if self.focus is not None:
+            if draw < FOCUS_CROP_FRACTION and len(self.focus[index]):
+                points = self.focus[index]
+            elif (draw - FOCUS_CROP_FRACTION) / (1 - FOCUS_CROP_FRACTION) < FOREGROUND_CROP_FRACTION:
+                points = self.foreground[index]
+        elif draw < FOREGROUND_CROP_FRACTION:
             points = self.foreground[index]
+        if points is not None:
             centre = points[int(torch.randint(len(points), (1,), generator=rng))].tolist()
             starts = [c - s // 2 for c, s in zip(centre, self.patch_size)]
         else:

@@ -88,6 +88,7 @@ class TrainingConfig:
     precision: str = "fp32"  # or "bf16": autocast (2x faster on CPUs with AVX512-BF16/AMX and on GPUs)
     synthesis: dict = field(default_factory=dict)  # SynthesisSettings overrides
     patience: int = 0  # early stopping: validations without a better score before stopping (0: never)
+    patience_after: int = 0  # early stopping cannot end the run before this step (a run still warming up)
     freeze_encoder: bool = False  # train the decoder and head only (fine-tuning on few cases)
     freeze_batchnorm: bool = False  # keep BatchNorm running statistics (fine-tuning: a few cases must not
     # overwrite statistics estimated on thousands of images)
@@ -250,6 +251,17 @@ class Trainer:
             raise TrainingError(f"{path} holds a {metadata.get('architecture')!r} model, not {self.config.architecture!r}")
         self.network.load_state_dict(network.state_dict())
 
+    def replan(self, steps: int, validate_every: int, patience_after: int = 0,
+               checkpoint_every: int | None = None) -> None:
+        """Change the run's length while it runs (fine-tuning plans its steps to a time budget after timing the
+        first ones); the learning-rate schedule follows the new length from the next step on."""
+        if steps < max(1, self.step) or validate_every < 1:
+            raise ValueError(f"cannot replan to {steps} steps (validate every {validate_every}) at step {self.step}")
+        self.config.steps, self.config.validate_every = steps, validate_every
+        self.config.patience_after = patience_after
+        if checkpoint_every:
+            self.config.checkpoint_every = checkpoint_every
+
     # -- loop ----------------------------------------------------------------------------------------
     def _request_stop(self, signum, frame) -> None:
         self._stop_requested = True
@@ -348,7 +360,7 @@ class Trainer:
                     self.on_event({"event": "log", "kind": "stopped",
                                    "message": f"stopped at step {self.step}; checkpoint written, continue with --resume"})
                     break
-                if config.patience and self.since_best >= config.patience:
+                if config.patience and config.patience_after <= self.step < config.steps and self.since_best >= config.patience:
                     self.save_checkpoint()
                     status = "early_stopped"
                     self.on_event({"event": "log", "kind": "early_stopped",
