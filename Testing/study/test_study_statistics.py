@@ -28,6 +28,7 @@ def test_convergence_rule_on_hand_made_curves():
     result = convergence(rising, 1000)
     assert result["converged"] is False and result["gain_last_quarter"] == pytest.approx(0.06)
     assert convergence(curve([0.5, 0.6]), 1000)["converged"] is None  # unfinished: not judged
+    assert convergence(curve([0.5, 0.6], every=500), 1000)["converged"] is False  # one validation in the last quarter
     assert convergence(curve([0.5, float("nan"), 0.6, 0.6]), 400)["best"] == 0.6
 
 
@@ -75,9 +76,9 @@ def hand_made(tmp_path):
                                 "real": {"bert": {"mean": real + shift, "dice": {"cerebral cortex": real}}}}
             (tmp_path / rid).mkdir()
             late = 0.0 if arm == "dice" else 0.05  # gdl still gains 0.05 in its last quarter
-            values = [0.3, synthetic - late, synthetic - late, synthetic]
+            values = [0.3, 0.5] + [synthetic - late] * 5 + [synthetic]  # every 50 steps: 2 in the last quarter
             (tmp_path / rid / "log.jsonl").write_text("".join(
-                json.dumps({"step": 100 * (i + 1), "validation": {"synthetic_mean": v, "real_mean": real}}) + "\n"
+                json.dumps({"step": 50 * (i + 1), "validation": {"synthetic_mean": v, "real_mean": real}}) + "\n"
                 for i, v in enumerate(values)))
     manifest = {"structure_share": {"cerebral cortex": 0.3}, "runs": {}}
     return tmp_path, settings, manifest, evaluations

@@ -148,8 +148,9 @@ def _runs_table(out, settings, manifest, evaluations, judged) -> list[str]:
         evaluation = evaluations.get(rid) or {}
         params = ", ".join(f"{k} {v:g}" for k, v in record.get("loss_params", {}).items())
         c = judged.get(rid, {})
-        verdict = {True: "yes", None: "–"}.get(c.get("converged"), f"no (last quarter best {c.get('best_last_quarter', 0):.3f}"
-                                               f", gained {c.get('gain_last_quarter', 0):+.3f}; best {c.get('best', 0):.3f})")
+        verdict = {True: "yes", None: "–"}.get(c.get("converged"), f"no ({c.get('late_validations')} validation(s) in "
+                                               f"the last quarter, best {c.get('best_last_quarter', 0):.3f}, gained "
+                                               f"{c.get('gain_last_quarter', 0):+.3f}; best {c.get('best', 0):.3f})")
         lines.append(f"| {rid} | {record.get('architecture', '–')} | {record.get('loss', '–')}"
                      f"{f' ({params})' if params else ''} | {lr:g} | {seed} | {state.get('step', 0)}/{settings.steps} "
                      f"| {record.get('status', 'not started')} | {evaluation.get('best_step', '–')} | {verdict} | "
@@ -170,7 +171,7 @@ def _scale_table(manifest: dict, settings, scored, apart, rank) -> list[str]:
         return []
     lines = ["", f"## Voxels per structure at {settings.grid_spacing:g} mm (fewest over the images)", "",
              "| structure | size rank | held-out synthetic | real |", "|---|---|---|---|"]
-    for name in scored + apart:
+    for name in sorted(scored + apart, key=rank.get):
         cells = [min((per.get(name, 0) for per in counts.get(s, {}).values()), default=None) for s in ("synthetic", "real")]
         lines.append(f"| {name} | {rank[name]} | " + " | ".join("–" if c is None else str(c) for c in cells) + " |")
     for set_name in ("synthetic", "real"):

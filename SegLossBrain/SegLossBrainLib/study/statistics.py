@@ -5,7 +5,8 @@ ranking is (paired differences across images and seeds).
   quarter of its steps (step > 3/4 of the run's steps) is within ``TOLERANCE`` (0.005 Dice) of its best score
   overall (it did not fall off), and the best score before that quarter is within ``TOLERANCE`` of it too (the
   last quarter gained less than that: the curve is flat, not still rising; the first condition alone would
-  pass a curve that rises to its last step). An unfinished run is not judged.
+  pass a curve that rises to its last step). A run with fewer than ``MIN_LATE_VALIDATIONS`` validations in its
+  last quarter does not count as converged (nothing to see flat). An unfinished run is not judged.
 * **Paired differences**: two arms (at one learning rate) are compared on the same units, a unit being one image
   scored by the run of one seed (the held-out synthetic images and the real scans are the same for every run).
   The difference is the per-unit difference of mean Dice; reported as its mean ± standard error over the units
@@ -18,6 +19,7 @@ import math
 import numpy as np
 
 TOLERANCE = 0.005
+MIN_LATE_VALIDATIONS = 2
 
 
 def convergence(curve, total_steps: int, tolerance: float = TOLERANCE) -> dict:
@@ -33,8 +35,10 @@ def convergence(curve, total_steps: int, tolerance: float = TOLERANCE) -> dict:
     before = [v for s, v in points if s <= 0.75 * total_steps]
     best_last = max(last) if last else float("nan")
     gain = best - max(before) if before else float("nan")
-    return {"converged": bool(last and before) and best_last >= best - tolerance and gain <= tolerance,
-            "best": best, "best_step": best_step, "best_last_quarter": best_last, "gain_last_quarter": gain}
+    return {"converged": len(last) >= MIN_LATE_VALIDATIONS and bool(before) and best_last >= best - tolerance
+            and gain <= tolerance,
+            "best": best, "best_step": best_step, "best_last_quarter": best_last, "gain_last_quarter": gain,
+            "late_validations": len(last)}
 
 
 def mean_sd(values) -> tuple[float, float]:
