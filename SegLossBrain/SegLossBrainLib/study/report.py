@@ -57,10 +57,12 @@ def budget_note(settings: StudySettings, devices: list[str], judged: dict | None
     if judged:
         late = [rid for rid, c in judged.items() if c["converged"] is False]
         done = [rid for rid, c in judged.items() if c["converged"] is not None]
+        rising = [rid for rid, c in judged.items() if c["flat"] is False]
         lines.append(f"Convergence (best held-out score in the last quarter of the steps within {TOLERANCE} of the "
-                     f"run's best, which gained less than {TOLERANCE} in that quarter): {len(done) - len(late)} of "
-                     f"{len(done)} finished runs converged"
-                     + (f"; not converged: {', '.join(late)}." if late else "."))
+                     f"run's best): {len(done) - len(late)} of {len(done)} finished runs converged"
+                     + (f"; not converged: {', '.join(late)}" if late else "")
+                     + (f"; still rising in the last quarter (gained > {TOLERANCE}): {', '.join(rising)}" if rising
+                        else "") + ".")
     if len(settings.seeds) < 2:
         lines.append("One seed: no spread over seeds, and the paired differences are over images only.")
     reasons = []
@@ -140,7 +142,7 @@ class Scores:
 
 def _runs_table(out, settings, manifest, evaluations, judged) -> list[str]:
     lines = ["## Runs", "", "| run | network | loss | lr | seed | steps | status | best step | converged "
-             f"(last quarter within {TOLERANCE} of the best, flat) | held-out synthetic Dice (mean of 17) | real Dice (mean of 17) | "
+             f"(best of the last quarter within {TOLERANCE} of the best; gain in the last quarter) | held-out synthetic Dice (mean of 17) | real Dice (mean of 17) | "
              "wall time |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for rid, arm, lr, seed in planned_runs(settings):
         record = manifest.get("runs", {}).get(rid, {})
@@ -148,9 +150,10 @@ def _runs_table(out, settings, manifest, evaluations, judged) -> list[str]:
         evaluation = evaluations.get(rid) or {}
         params = ", ".join(f"{k} {v:g}" for k, v in record.get("loss_params", {}).items())
         c = judged.get(rid, {})
-        verdict = {True: "yes", None: "–"}.get(c.get("converged"), f"no ({c.get('late_validations')} validation(s) in "
-                                               f"the last quarter, best {c.get('best_last_quarter', 0):.3f}, gained "
-                                               f"{c.get('gain_last_quarter', 0):+.3f}; best {c.get('best', 0):.3f})")
+        verdict = "–" if c.get("converged") is None else (
+            f"{'yes' if c['converged'] else 'no'} ({c['late_validations']} validations: best "
+            f"{c['best_last_quarter']:.3f} vs {c['best']:.3f}; gained {c['gain_last_quarter']:+.3f}"
+            f"{'' if c['flat'] is not False else ', still rising'})")
         lines.append(f"| {rid} | {record.get('architecture', '–')} | {record.get('loss', '–')}"
                      f"{f' ({params})' if params else ''} | {lr:g} | {seed} | {state.get('step', 0)}/{settings.steps} "
                      f"| {record.get('status', 'not started')} | {evaluation.get('best_step', '–')} | {verdict} | "
@@ -158,8 +161,11 @@ def _runs_table(out, settings, manifest, evaluations, judged) -> list[str]:
                      f"{_cell(_mean([c['mean'] for c in evaluation.get('real', {}).values()]))} | "
                      f"{_cell(state.get('elapsed', float('nan')) / 3600)} h |")
     late = [rid for rid, c in judged.items() if c["converged"] is False]
+    rising = [rid for rid, c in judged.items() if c["flat"] is False]
     lines += ["", f"Runs that did not converge: {', '.join(late)}." if late else
               "Every finished run converged." if judged else "No run has finished yet."]
+    if rising:
+        lines.append(f"\nStill rising (gained more than {TOLERANCE} in the last quarter): {', '.join(rising)}.")
     if VNET in settings.arms:
         lines += ["", f"V-Net loss (best Wong arm by held-out synthetic Dice): {manifest.get('vnet_loss') or 'not chosen yet'}."]
     return lines

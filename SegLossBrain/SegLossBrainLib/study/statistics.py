@@ -1,12 +1,13 @@
 """The numbers a loss study reports beyond plain means: convergence of a run, spread over seeds, and how sure a
 ranking is (paired differences across images and seeds).
 
-* **Converged**: a run counts as converged when the best held-out score among its validations in the last
-  quarter of its steps (step > 3/4 of the run's steps) is within ``TOLERANCE`` (0.005 Dice) of its best score
-  overall (it did not fall off), and the best score before that quarter is within ``TOLERANCE`` of it too (the
-  last quarter gained less than that: the curve is flat, not still rising; the first condition alone would
-  pass a curve that rises to its last step). A run with fewer than ``MIN_LATE_VALIDATIONS`` validations in its
-  last quarter does not count as converged (nothing to see flat). An unfinished run is not judged.
+* **Converged** (the study's rule): a run counts as converged when the best held-out score among its validations
+  in the last quarter of its steps (step > 3/4 of the run's steps) is within ``TOLERANCE`` (0.005 Dice) of its
+  best score overall, from at least ``MIN_LATE_VALIDATIONS`` validations in that quarter. An unfinished run is
+  not judged.
+* **Flat**: the rule alone also passes a curve that still rises to its last step (its best is in the last
+  quarter), so the report says besides whether the last quarter gained less than ``TOLERANCE`` over the best
+  score before it.
 * **Paired differences**: two arms (at one learning rate) are compared on the same units, a unit being one image
   scored by the run of one seed (the held-out synthetic images and the real scans are the same for every run).
   The difference is the per-unit difference of mean Dice; reported as its mean ± standard error over the units
@@ -24,21 +25,22 @@ MIN_LATE_VALIDATIONS = 2
 
 def convergence(curve, total_steps: int, tolerance: float = TOLERANCE) -> dict:
     """``curve``: [(step, held-out score)] of one run. {"converged": True | False | None (unfinished or no
-    validation), "best": best score, "best_step", "best_last_quarter": best score after 3/4 of the steps,
-    "gain_last_quarter": best score overall minus best score up to 3/4 of the steps}."""
+    validation), "flat": True | False | None, "best": best score, "best_step", "best_last_quarter": best score
+    after 3/4 of the steps, "gain_last_quarter": best score overall minus best score up to 3/4 of the steps,
+    "late_validations": validations after 3/4 of the steps}."""
     points = [(int(s), float(v)) for s, v in curve if v is not None and math.isfinite(v)]
     if not points or max(s for s, _ in points) < total_steps:
-        return {"converged": None, "best": max((v for _, v in points), default=float("nan")), "best_step": None,
-                "best_last_quarter": float("nan"), "gain_last_quarter": float("nan")}
+        return {"converged": None, "flat": None, "best": max((v for _, v in points), default=float("nan")),
+                "best_step": None, "best_last_quarter": float("nan"), "gain_last_quarter": float("nan"),
+                "late_validations": 0}
     best_step, best = max(points, key=lambda p: (p[1], -p[0]))
     last = [v for s, v in points if s > 0.75 * total_steps]
     before = [v for s, v in points if s <= 0.75 * total_steps]
     best_last = max(last) if last else float("nan")
     gain = best - max(before) if before else float("nan")
-    return {"converged": len(last) >= MIN_LATE_VALIDATIONS and bool(before) and best_last >= best - tolerance
-            and gain <= tolerance,
-            "best": best, "best_step": best_step, "best_last_quarter": best_last, "gain_last_quarter": gain,
-            "late_validations": len(last)}
+    return {"converged": len(last) >= MIN_LATE_VALIDATIONS and best_last >= best - tolerance,
+            "flat": gain <= tolerance if before else None, "best": best, "best_step": best_step,
+            "best_last_quarter": best_last, "gain_last_quarter": gain, "late_validations": len(last)}
 
 
 def mean_sd(values) -> tuple[float, float]:
