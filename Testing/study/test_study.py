@@ -215,6 +215,16 @@ def test_defaults_of_a_new_study_and_bad_values(data):
             settings(data, **overrides)
 
 
+def test_bad_options_of_a_new_study_write_nothing(data, tmp_path, capsys):
+    for option, message in ((["--grid-spacing", "5"], "--grid-spacing must lie in (0, 4] mm"),
+                            (["--seeds", "0,x"], "--seeds takes whole numbers"),
+                            (["--seeds", "0", "--seed", "1"], "give --seeds or --seed, not both")):
+        out = tmp_path / "new"
+        assert main(["study", "--out", str(out), "--steps", "3", "--data", str(data), "--label-maps",
+                     str(data / "maps"), "--validation-maps", "map_2.nii.gz", "--no-real", *option]) == 2
+        assert message in capsys.readouterr().err and not out.exists()
+
+
 def test_a_version_1_study_is_read_as_it_ran(data, tmp_path):
     """A study.json made before seeds and grids: one seed, 1.5 mm, constant rate, and its old run names."""
     old = {"steps": 3, "patch_size": [32, 32, 32], "label_maps": ["m0"], "validation_maps": ["m2"], "real_pairs": [],

@@ -115,7 +115,7 @@ def _describe(event: dict) -> str | None:
                 f"{json.dumps({k: round(v, 4) for k, v in (event['scores'] or {}).items()})})")
     if kind == "evaluate":
         return f"[{run}] evaluating best weights"
-    return f"[{run}] {event['message']}" if "message" in event else None
+    return (f"[{run}] " if run else "") + event["message"] if "message" in event else None
 
 
 def run_study_command(args, reporter) -> int:
