@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from .. import paths
+from ..study.settings import ALL_ARMS
 from .common import StepPrinter, parse_size, real_pair
 
 DEFAULT_HELD_OUT = ",".join(paths.HELD_OUT_MAPS)
@@ -60,15 +61,21 @@ def _data_options(args) -> dict:
 
 def _settings(args, device: str):
     from ..study.runner import StudyError, StudySettings, load_manifest, parse_arms
+    from ..study.settings import parse_seeds, upgrade_recorded
 
+    if args.seed is not None and args.seeds is not None:
+        raise StudyError("give --seeds or --seed, not both")
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None if args.seed is None else [args.seed]
     given = {
         "steps": args.steps, "patch_size": parse_size(args.patch_size) if args.patch_size else None,
         "arms": parse_arms(args.arms) if args.arms else None,
         "learning_rates": [float(v) for v in args.learning_rates.split(",")] if args.learning_rates else None,
-        "seed": args.seed, "validate_every": args.validate_every, "checkpoint_every": args.checkpoint_every,
+        "seeds": seeds, "validate_every": args.validate_every, "checkpoint_every": args.checkpoint_every,
         "precision": args.precision,
         "validation_size": parse_size(args.validation_size) if args.validation_size else None,
-        "recalibrate_bn": args.recalibrate_bn,
+        "recalibrate_bn": args.recalibrate_bn, "grid_spacing": args.grid_spacing, "lr_schedule": args.lr_schedule,
+        "warmup_steps": args.warmup_steps, "batch_size": args.batch_size,
+        "validation_bn_samples": args.validation_bn_samples, "validation_draws": args.validation_draws,
         **_data_options(args),
     }
     given = {k: v for k, v in given.items() if v is not None}
@@ -76,8 +83,8 @@ def _settings(args, device: str):
     if manifest is None:
         if args.report_only:
             raise StudyError(f"--report-only: {args.out} holds no study (no study.json)")
-        if "steps" not in given or "patch_size" not in given:
-            raise StudyError("a new study needs --steps and --patch-size (see docs/LOSS_STUDY.md for the budget)")
+        if "steps" not in given:
+            raise StudyError("a new study needs --steps (see docs/LOSS_STUDY.md for the budget)")
         if "label_maps" not in given:
             given.update(_maps(_data(args, "--data or --label-maps") / paths.LABEL_MAPS, DEFAULT_HELD_OUT))
         if not given["label_maps"]:
@@ -86,7 +93,7 @@ def _settings(args, device: str):
         if "real_pairs" not in given:
             given["real_pairs"] = _default_real_pairs(args)
         return StudySettings(**given, device=device), None
-    recorded = dict(manifest["settings"])
+    recorded = upgrade_recorded(manifest["settings"])
     recorded.update(given, device=device)
     recorded["label_maps"] = [_find(p, args) for p in recorded["label_maps"]]
     recorded["validation_maps"] = [_find(p, args) for p in recorded["validation_maps"]]
@@ -108,7 +115,7 @@ def _describe(event: dict) -> str | None:
                 f"{json.dumps({k: round(v, 4) for k, v in (event['scores'] or {}).items()})})")
     if kind == "evaluate":
         return f"[{run}] evaluating best weights"
-    return f"[{run}] {event['message']}" if "message" in event else None
+    return (f"[{run}] " if run else "") + event["message"] if "message" in event else None
 
 
 def run_study_command(args, reporter) -> int:
@@ -145,19 +152,30 @@ def add_study_commands(commands) -> None:
                                               "(resumable; docs/LOSS_STUDY.md)")
     study.add_argument("--out", required=True, help="study folder: study.json, one sub-folder per run, the report")
     study.add_argument("--steps", type=int, help="training steps per run (required for a new study)")
-    study.add_argument("--patch-size", help="N or DxHxW, multiples of 16 (required for a new study)")
-    study.add_argument("--arms", help="comma-separated, from dice, logdice, wce, gdl, explog, explog_g1, explog_g2, "
-                                      "vnet (default: all)")
-    study.add_argument("--learning-rates", help="comma-separated, e.g. 1e-3,1e-4 (default 1e-3)")
-    study.add_argument("--validate-every", type=int, help="steps between validations (default 500)")
+    study.add_argument("--grid-spacing", type=float, metavar="MM",
+                       help="the study's grid: training samples, held-out maps and real scans (default 3: the whole "
+                            "head in a 64^3 patch; 1.5 is the shipped network's grid)")
+    study.add_argument("--patch-size", help="N or DxHxW, multiples of 16 (default: 192 mm, 64 at 3 mm)")
+    study.add_argument("--arms", help=f"comma-separated, from {', '.join(ALL_ARMS)} (default: all)")
+    study.add_argument("--learning-rates", help="comma-separated (default 1e-3,1e-4)")
+    study.add_argument("--seeds", help="comma-separated; every arm runs at every seed (default 0,1)")
+    study.add_argument("--seed", type=int, help="one seed (as --seeds N)")
+    study.add_argument("--lr-schedule", choices=["poly", "constant"], help="default poly: lr (1 - step/steps)^0.9")
+    study.add_argument("--warmup-steps", type=int, help="linear learning-rate ramp at the start (default 0)")
+    study.add_argument("--batch-size", type=int, help="default 1")
+    study.add_argument("--validate-every", type=int, help="steps between validations (default 200)")
+    study.add_argument("--validation-bn-samples", type=int, metavar="N",
+                       help="before each validation, re-estimate BatchNorm statistics on N training samples (a "
+                            "fixed draw) on a copy of the network (default 16; 0: running averages as trained)")
+    study.add_argument("--validation-draws", type=int, help="held-out synthetic images per held-out map (default 2)")
     study.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 100)")
-    study.add_argument("--validation-size", help="held-out synthetic grid, N or DxHxW (default "
-                                                 f"{'x'.join(map(str, paths.VALIDATION_SIZE))})")
+    study.add_argument("--validation-size", help="held-out synthetic grid, N or DxHxW (default: the whole brain, "
+                                                 f"{'x'.join(map(str, paths.VALIDATION_SIZE))} at 1.5 mm, "
+                                                 "64x80x64 at 3 mm)")
     study.add_argument("--recalibrate-bn", type=int, metavar="N",
                        help="before scoring each run's best weights, re-estimate its BatchNorm statistics on N fresh "
                             "synthetic brains (same draw for every run; default 0: as trained)")
-    study.add_argument("--seed", type=int, help="default 0")
-    study.add_argument("--precision", choices=["fp32", "bf16"], help="default fp32")
+    study.add_argument("--precision", choices=["fp32", "bf16"], help="default bf16")
     study.add_argument("--data", help=f"data folder (label maps, real_dev; default ${paths.DATA_ENV}, or ../shared/data "
                                       "beside a source checkout); files of a continued study are looked up here by "
                                       "name if moved")

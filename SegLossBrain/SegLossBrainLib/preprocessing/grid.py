@@ -129,6 +129,13 @@ def to_network(image: sitk.Image, grid: NetworkGrid) -> torch.Tensor:
     return normalise_intensity(tensor)[None, None]
 
 
+def labels_to_grid(labels: sitk.Image, grid: NetworkGrid) -> np.ndarray:
+    """A labelmap on ``grid`` by nearest neighbour (outside the labelmap: 0), as a [D, H, W] array: reference
+    labels on the grid the network ran on, to score it there (the loss study at a coarse grid)."""
+    resampled = sitk.Resample(labels, grid.reference_image(), sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    return sitk.GetArrayFromImage(resampled)
+
+
 def _axis_maps(image: sitk.Image, grid: NetworkGrid) -> list[tuple[int, np.ndarray]]:
     """For each input axis b (i, j, k): (network axis, network continuous index of every input index along b).
 

@@ -1,115 +1,30 @@
-"""The loss study of Wong et al. 2018 on this project's data: one ``Trainer`` run per arm, resumable.
+"""The loss study of Wong et al. 2018 on this project's data: one ``Trainer`` run per arm, learning rate and seed,
+resumable.
 
-An *arm* is a network + loss (``ARMS``; ``vnet`` is V-Net with the loss of the best Wong arm, chosen
-automatically by mean held-out synthetic Dice once the Wong arms are done). Each arm runs at every learning
-rate of the study; a run lives in ``<out>/<run id>/`` (the arm's name, plus ``_lr<rate>`` when the study has
-several rates). ``<out>/study.json`` records the settings: a study is continued only with the same settings.
-Rerunning continues where it stopped: a run that reached its last step is skipped, an interrupted one resumes
-from its ``last.pt``, a diverged one is left as it is (and reported). After the runs, ``evaluate_runs`` scores
-each run's best weights on the held-out synthetic maps and the real dev scans (``report.py`` writes the
-tables and plots). Docs: ``docs/LOSS_STUDY.md``.
+What is compared, the scale and the run names are in ``settings.py``. A run lives in ``<out>/<run id>/``;
+``<out>/study.json`` records the settings: a study is continued only with the same settings. Rerunning continues
+where it stopped: a run that reached its last step is skipped, an interrupted one resumes from its ``last.pt``,
+a diverged one is left as it is (and reported). After the runs, ``evaluate_runs`` scores each run's best weights
+on the held-out synthetic maps and the real dev scans at the study's scale (``report.py`` writes the tables and
+plots). Docs: ``docs/LOSS_STUDY.md``.
 """
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from ..imageio.atomic import write_text_atomic
-from ..paths import VALIDATION_SIZE
+from .settings import (ALL_ARMS, ARMS, COMPARED, VNET, WONG, StudyError, StudySettings, format_lr,  # noqa: F401
+                       parse_arms, planned_runs, run_id, upgrade_recorded)
 
 MANIFEST = "study.json"
 EVALUATION = "evaluation.json"
-WONG = "wong2018"
-# arm -> (architecture, loss name, loss parameters); the order is the order of the runs and of the tables
-ARMS = {
-    "dice": (WONG, "dice", {}),
-    "logdice": (WONG, "logdice", {"gamma": 1.0}),
-    "wce": (WONG, "wce", {}),
-    "gdl": (WONG, "gdl", {}),
-    "explog": (WONG, "explog", {"gamma_dice": 0.3, "gamma_cross": 0.3}),
-    "explog_g1": (WONG, "explog", {"gamma_dice": 1.0, "gamma_cross": 1.0}),
-    "explog_g2": (WONG, "explog", {"gamma_dice": 2.0, "gamma_cross": 2.0}),
-}
-VNET = "vnet"
-ALL_ARMS = (*ARMS, VNET)
-# settings that define the comparison: a study folder is continued only when these are unchanged
-COMPARED = ("steps", "patch_size", "arms", "learning_rates", "seed", "validate_every", "precision",
-            "validation_size", "synthesis", "training_maps", "held_out_maps", "real_cases")
-
-
-class StudyError(ValueError):
-    pass
-
-
-def parse_arms(text: str | None) -> list[str]:
-    if not text:
-        return list(ALL_ARMS)
-    names = [n.strip().lower() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in ALL_ARMS]
-    if unknown:
-        raise StudyError(f"unknown arm(s) {', '.join(unknown)}; valid arms: {', '.join(ALL_ARMS)}")
-    if names == [VNET]:
-        raise StudyError("the vnet arm takes the loss of the best Wong arm: list at least one Wong arm too")
-    return [n for n in ALL_ARMS if n in names]  # canonical order: the Wong arms first, vnet last
-
-
-def format_lr(lr: float) -> str:
-    mantissa, exponent = f"{lr:e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-
-
-@dataclass
-class StudySettings:
-    steps: int
-    patch_size: tuple
-    label_maps: list  # training label maps (paths)
-    validation_maps: list  # held-out label maps (paths): best-checkpoint choice and synthetic scores
-    real_pairs: list = field(default_factory=list)  # [(image, aseg, case name)]: reported, never used to choose
-    arms: list = field(default_factory=lambda: list(ALL_ARMS))
-    learning_rates: list = field(default_factory=lambda: [1e-3])
-    seed: int = 0
-    validate_every: int = 500
-    checkpoint_every: int = 100
-    precision: str = "fp32"
-    validation_size: tuple = VALIDATION_SIZE
-    synthesis: dict = field(default_factory=dict)
-    device: str = "cpu"
-    # evaluation only (not a comparison setting): re-estimate each run's BatchNorm statistics on this many fresh
-    # synthetic brains (same draw for every run) before scoring its best weights; 0: score them as trained
-    recalibrate_bn: int = 0
-
-    def __post_init__(self):
-        self.patch_size = tuple(int(n) for n in self.patch_size)
-        self.validation_size = tuple(int(n) for n in self.validation_size)
-        self.real_pairs = [tuple(p) for p in self.real_pairs]
-        self.learning_rates = [float(lr) for lr in self.learning_rates]
-        self.arms = parse_arms(",".join(self.arms))
-        if not self.learning_rates or any(lr <= 0 for lr in self.learning_rates):
-            raise StudyError(f"learning rates must be > 0, got {self.learning_rates}")
-        if len(set(self.learning_rates)) != len(self.learning_rates):
-            raise StudyError(f"learning rates repeat: {self.learning_rates}")
-        if not self.validation_maps:
-            raise StudyError("the study needs held-out label maps: the best checkpoint is chosen on them")
-        if int(self.recalibrate_bn) < 0:
-            raise StudyError(f"--recalibrate-bn must be >= 0 samples, got {self.recalibrate_bn}")
-
-    def compared(self) -> dict:
-        """The settings that define the comparison, in a form that does not depend on where the data lie."""
-        values = asdict(self)
-        values["patch_size"], values["validation_size"] = list(self.patch_size), list(self.validation_size)
-        values["training_maps"] = [Path(p).name for p in self.label_maps]
-        values["held_out_maps"] = [Path(p).name for p in self.validation_maps]
-        values["real_cases"] = [p[2] for p in self.real_pairs]
-        return {key: values[key] for key in COMPARED}
-
-
-def run_id(arm: str, lr: float, settings: StudySettings) -> str:
-    return arm if len(settings.learning_rates) == 1 else f"{arm}_lr{format_lr(lr)}"
+MANIFEST_VERSION = 2
 
 
 # -- manifest -----------------------------------------------------------------------------------------------
@@ -128,7 +43,7 @@ def load_manifest(out) -> dict | None:
 
 
 def settings_from_manifest(manifest: dict, **overrides) -> StudySettings:
-    recorded = dict(manifest["settings"])
+    recorded = upgrade_recorded(manifest["settings"])
     recorded.update({k: v for k, v in overrides.items() if v is not None})
     return StudySettings(**recorded)
 
@@ -148,7 +63,7 @@ def structure_shares(label_maps, table) -> dict:
 
 def check_settings(out, manifest: dict, settings: StudySettings) -> None:
     """StudyError naming every comparison setting that differs from the recorded study."""
-    recorded = StudySettings(**manifest["settings"]).compared()
+    recorded = StudySettings(**upgrade_recorded(manifest["settings"])).compared()
     now = settings.compared()
     changed = [f"{key}: recorded {recorded[key]!r}, now {now[key]!r}" for key in COMPARED if recorded[key] != now[key]]
     if changed:
@@ -168,8 +83,12 @@ def open_study(out, settings: StudySettings) -> dict:
     else:
         out.mkdir(parents=True, exist_ok=True)
         table = load_label_table()
-        manifest = {"version": 1, "settings": _settings_json(settings), "label_table_version": table.version,
-                    "structure_share": structure_shares(settings.label_maps, table), "vnet_loss": None, "runs": {}}
+        from .scale import structure_voxels
+
+        manifest = {"version": MANIFEST_VERSION, "settings": _settings_json(settings),
+                    "label_table_version": table.version,
+                    "structure_share": structure_shares(settings.label_maps, table),
+                    "structure_voxels": structure_voxels(settings, table), "vnet_loss": None, "runs": {}}
     _write_json(manifest, out / MANIFEST)
     return manifest
 
@@ -215,14 +134,15 @@ def _fresh(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
-def _run_one(out: Path, manifest: dict, settings: StudySettings, rid: str, arm: str, lr: float,
+def _run_one(out: Path, manifest: dict, settings: StudySettings, rid: str, arm: str, lr: float, seed: int,
              emit: Callable[[dict], None]) -> str:
     from ..training.trainer import Trainer, TrainingConfig
 
     architecture, loss, params = ARMS[arm] if arm != VNET else (VNET, *ARMS[manifest["vnet_loss"]][1:])
     run_dir = out / rid
     record = manifest["runs"].setdefault(rid, {})
-    record.update({"arm": arm, "architecture": architecture, "loss": loss, "loss_params": params, "lr": lr})
+    record.update({"arm": arm, "architecture": architecture, "loss": loss, "loss_params": params, "lr": lr,
+                   "seed": seed})
     state = checkpoint_state(run_dir)
     if record.get("status") == "diverged":
         emit({"event": "run_skip", "run": rid, "reason": f"diverged at step {record.get('diverged_at')}"})
@@ -234,10 +154,12 @@ def _run_one(out: Path, manifest: dict, settings: StudySettings, rid: str, arm: 
     config = TrainingConfig(
         label_maps=list(settings.label_maps), validation_maps=list(settings.validation_maps),
         real_pairs=list(settings.real_pairs), run_dir=str(run_dir), architecture=architecture, loss=loss,
-        loss_params=dict(params), learning_rate=lr, patch_size=settings.patch_size, steps=settings.steps,
-        checkpoint_every=settings.checkpoint_every, validate_every=settings.validate_every, seed=settings.seed,
-        device=settings.device, precision=settings.precision, validation_size=settings.validation_size,
-        synthesis=dict(settings.synthesis))
+        loss_params=dict(params), learning_rate=lr, lr_schedule=settings.lr_schedule,
+        warmup_steps=settings.warmup_steps, batch_size=settings.batch_size, patch_size=settings.patch_size,
+        steps=settings.steps, checkpoint_every=settings.checkpoint_every, validate_every=settings.validate_every,
+        seed=seed, device=settings.device, precision=settings.precision, validation_size=settings.validation_size,
+        validation_draws=settings.validation_draws, validation_bn_samples=settings.validation_bn_samples,
+        synthesis=settings.training_synthesis)
     if state is None:
         run_dir.mkdir(parents=True, exist_ok=True)
         _fresh(run_dir)
@@ -257,42 +179,46 @@ def _run_one(out: Path, manifest: dict, settings: StudySettings, rid: str, arm: 
 
 
 def choose_vnet_loss(out: Path, settings: StudySettings) -> tuple[str, dict]:
-    """The Wong arm with the best held-out synthetic Dice (best checkpoint), averaged over the learning rates;
-    a run without a finite score counts as Dice 0."""
-    scores = {}
-    for arm in (a for a in settings.arms if a != VNET):
-        values = []
-        for lr in settings.learning_rates:
-            state = checkpoint_state(out / run_id(arm, lr, settings))
-            values.append(state["best_score"] if state and math.isfinite(state["best_score"]) else 0.0)
-        scores[arm] = float(np.mean(values))
+    """The Wong arm with the best held-out synthetic Dice (best checkpoint), averaged over the learning rates and
+    seeds; a run without a finite score counts as Dice 0."""
+    values = {}
+    for rid, arm, _, _ in planned_runs(settings, [a for a in settings.arms if a != VNET]):
+        state = checkpoint_state(out / rid)
+        values.setdefault(arm, []).append(state["best_score"] if state and math.isfinite(state["best_score"]) else 0.0)
+    scores = {arm: float(np.mean(v)) for arm, v in values.items()}
     return max(scores, key=scores.get), scores  # ties: the first arm in ARMS order
+
+
+def _run_all(out: Path, manifest: dict, settings: StudySettings, arms: list, statuses: dict, emit) -> bool:
+    """Run ``arms`` at every rate and seed; False when a run was stopped (the study stops with it)."""
+    for rid, arm, lr, seed in planned_runs(settings, arms):
+        statuses[rid] = _run_one(out, manifest, settings, rid, arm, lr, seed, emit)
+        _write_json(manifest, out / MANIFEST)
+        if statuses[rid] == "stopped":
+            return False
+    return True
 
 
 def run_study(out, settings: StudySettings, on_event: Callable[[dict], None] | None = None) -> dict:
     """Run (or continue) every arm; returns {"status": "finished" | "stopped", "runs": {run id: status}}."""
+    from .scale import missing
+
     out = Path(out)
     emit = on_event or (lambda event: None)
     manifest = open_study(out, settings)
+    for structure, cases in missing(manifest.get("structure_voxels", {}).get("synthetic", {})).items():
+        emit({"event": "log", "kind": "scale", "message": f"{structure} has no voxel at {settings.grid_spacing:g} mm "
+                                                          f"in held-out image(s) {', '.join(cases)}"})
     statuses = {}
-    plan = [(arm, lr) for arm in settings.arms if arm != VNET for lr in settings.learning_rates]
-    for arm, lr in plan:
-        rid = run_id(arm, lr, settings)
-        statuses[rid] = _run_one(out, manifest, settings, rid, arm, lr, emit)
-        _write_json(manifest, out / MANIFEST)
-        if statuses[rid] == "stopped":
-            return {"status": "stopped", "runs": statuses}
+    if not _run_all(out, manifest, settings, [a for a in settings.arms if a != VNET], statuses, emit):
+        return {"status": "stopped", "runs": statuses}
     if VNET in settings.arms:
         if manifest.get("vnet_loss") is None:  # chosen once: later reruns keep the choice
             manifest["vnet_loss"], manifest["vnet_choice_scores"] = choose_vnet_loss(out, settings)
             _write_json(manifest, out / MANIFEST)
         emit({"event": "vnet_choice", "arm": manifest["vnet_loss"], "scores": manifest.get("vnet_choice_scores")})
-        for lr in settings.learning_rates:
-            rid = run_id(VNET, lr, settings)
-            statuses[rid] = _run_one(out, manifest, settings, rid, VNET, lr, emit)
-            _write_json(manifest, out / MANIFEST)
-            if statuses[rid] == "stopped":
-                return {"status": "stopped", "runs": statuses}
+        if not _run_all(out, manifest, settings, [VNET], statuses, emit):
+            return {"status": "stopped", "runs": statuses}
     return {"status": "finished", "runs": statuses}
 
 
@@ -310,17 +236,34 @@ def recalibrate(network, settings: StudySettings, device: str):
     from ..training.bn_recalibration import recalibrate_batchnorm
 
     generator = SyntheticBrainGenerator(
-        settings.label_maps, SynthesisSettings(**{**settings.synthesis, "patch_size": settings.validation_size}),
-        device=device)
+        settings.label_maps, SynthesisSettings(**settings.synthesis_settings(settings.validation_size)), device=device)
     rng = torch.Generator().manual_seed(RECALIBRATION_SEED)
     return recalibrate_batchnorm(network, lambda: generator.batch(1, rng)[0].to(device), settings.recalibrate_bn)
 
 
-def evaluate_run(run_dir: Path, settings: StudySettings, device: str) -> dict | None:
-    """Per-structure Dice of ``run_dir/best.safetensors`` on the held-out synthetic maps and the real scans;
-    cached in ``evaluation.json`` while the weights and the evaluation inputs are unchanged."""
+class _TrainingSamples:
+    """The training-sample generator of the study's runs, made on first use (it loads every training map): the
+    BatchNorm re-estimation of validation (``validation_bn_samples``) is redone with it before scoring."""
+
+    def __init__(self, settings: StudySettings, device: str):
+        self.settings, self.device, self.generator = settings, device, None
+
+    def __call__(self):
+        if self.generator is None:
+            from ..synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
+
+            self.generator = SyntheticBrainGenerator(
+                self.settings.label_maps, SynthesisSettings(**self.settings.synthesis_settings()), device=self.device)
+        return self.generator
+
+
+def evaluate_run(run_dir: Path, settings: StudySettings, device: str, samples: _TrainingSamples | None = None) -> dict | None:
+    """Per-structure Dice of ``run_dir/best.safetensors`` on the held-out synthetic maps and the real scans at the
+    study's scale, BatchNorm as ``--recalibrate-bn`` says, else as validation handled it; cached in
+    ``evaluation.json`` while the weights and the evaluation inputs are unchanged."""
     from ..labels import load_label_table
     from ..models.files import load_model
+    from ..training.bn_recalibration import recalibrated_copy
     from ..training.validation import real_dice, synthetic_dice
 
     best = Path(run_dir) / "best.safetensors"
@@ -329,7 +272,8 @@ def evaluate_run(run_dir: Path, settings: StudySettings, device: str) -> dict | 
     stat = best.stat()
     key = {"weights": [stat.st_mtime_ns, stat.st_size], "held_out": [Path(p).name for p in settings.validation_maps],
            "real": [p[2] for p in settings.real_pairs], "size": list(settings.validation_size),
-           "recalibrate_bn": int(settings.recalibrate_bn)}
+           "recalibrate_bn": int(settings.recalibrate_bn), "grid_spacing": settings.grid_spacing,
+           "draws": settings.validation_draws, "validation_bn_samples": settings.validation_bn_samples}
     cache = Path(run_dir) / EVALUATION
     if cache.is_file():
         cached = json.loads(cache.read_text())
@@ -339,18 +283,23 @@ def evaluate_run(run_dir: Path, settings: StudySettings, device: str) -> dict | 
     network, metadata = load_model(best, device=device)
     if settings.recalibrate_bn:
         recalibrate(network, settings, device)
+    elif settings.validation_bn_samples:
+        network = recalibrated_copy(network, (samples or _TrainingSamples(settings, device))(),
+                                    settings.validation_bn_samples)
     result = {"key": key, "best_step": metadata.get("steps"),
               "synthetic": synthetic_dice(network, table, settings.validation_maps, settings.validation_size,
-                                          device, settings.synthesis),
-              "real": real_dice(network, table, settings.real_pairs, device) if settings.real_pairs else {}}
+                                          device, settings.training_synthesis, settings.validation_draws),
+              "real": real_dice(network, table, settings.real_pairs, device, settings.grid_spacing)
+              if settings.real_pairs else {}}
     _write_json(result, cache)
     return result
 
 
 def evaluate_runs(out, settings: StudySettings, manifest: dict, on_event=None) -> dict:
     emit = on_event or (lambda event: None)
+    samples = _TrainingSamples(settings, settings.device)
     results = {}
     for rid in manifest.get("runs", {}):
         emit({"event": "evaluate", "run": rid})
-        results[rid] = evaluate_run(Path(out) / rid, settings, settings.device)
+        results[rid] = evaluate_run(Path(out) / rid, settings, settings.device, samples)
     return results

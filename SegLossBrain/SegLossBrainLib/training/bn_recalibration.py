@@ -7,6 +7,8 @@ samples, with the input noise and dropout switched off as they are at inference.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -34,3 +36,14 @@ def recalibrate_batchnorm(network: nn.Module, draw_batch, samples: int = 200) ->
         if noise is not None:
             network.noise_std = noise
     return network.eval()
+
+
+RECALIBRATION_DRAW_SEED = 31  # the same samples at every validation and for every run
+
+
+def recalibrated_copy(network: nn.Module, generator, samples: int, seed: int = RECALIBRATION_DRAW_SEED) -> nn.Module:
+    """A copy of ``network`` (eval mode) with BatchNorm statistics re-estimated on ``samples`` images drawn one at
+    a time from ``generator`` (anything with ``batch(1, rng)``) with a generator seeded by ``seed``."""
+    device = next(network.parameters()).device
+    rng = torch.Generator().manual_seed(seed)
+    return recalibrate_batchnorm(copy.deepcopy(network), lambda: generator.batch(1, rng)[0].to(device), samples)

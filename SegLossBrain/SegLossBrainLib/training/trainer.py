@@ -82,6 +82,8 @@ class TrainingConfig:
     checkpoint_every: int = 100
     validate_every: int = 500
     validation_size: tuple = VALIDATION_SIZE  # whole brain at 1.5 mm
+    validation_draws: int = 1  # held-out synthetic images per held-out map
+    validation_bn_samples: int = 0  # BatchNorm re-estimated on this many training samples before each validation
     seed: int = 0
     device: str = "cpu"
     init_weights: str | None = None
@@ -94,8 +96,10 @@ class TrainingConfig:
     # overwrite statistics estimated on thousands of images)
 
     def __post_init__(self):
-        if self.steps < 1 or self.checkpoint_every < 1 or self.validate_every < 1 or self.patience < 0:
-            raise ValueError("steps, checkpoint_every and validate_every must be >= 1, patience >= 0")
+        if min(self.steps, self.checkpoint_every, self.validate_every, self.validation_draws) < 1 \
+                or min(self.patience, self.validation_bn_samples) < 0:
+            raise ValueError("steps, checkpoint_every, validate_every and validation_draws must be >= 1, "
+                             "patience and validation_bn_samples >= 0")
         if not self.label_maps:
             raise ValueError("no training label maps given")
         if self.learning_rate <= 0:
@@ -344,7 +348,7 @@ class Trainer:
                 if self.step % config.validate_every == 0 or self.step == config.steps:
                     if self.rank == 0:
                         record["validation"] = self.validator(self.network) if self.validator else \
-                            validate(self.network, self.table, config, self.device)
+                            validate(self.network, self.table, config, self.device, self.generator)
                         self.on_event({"event": "validation", "step": self.step, **record["validation"]})
                         self._keep_if_best(record["validation"])
                 if log is not None:
