@@ -48,6 +48,7 @@ class FinetuneOptions:
     freeze_encoder: bool = False
     validation_pair: int | None = None  # index into the pairs; None: the engine's choice (last pair held out)
     max_minutes: float = 8.0  # from Start to the new version (the engine's time budget; 0: steps alone decide)
+    continue_run: bool = False  # continue the engine's unfinished run ``name`` (its own cases and settings)
 
     def check(self) -> None:
         if not NAME_PATTERN.match(self.name or "") or self.name.endswith((".safetensors", ".json")):
@@ -68,6 +69,9 @@ class FinetuneOptions:
 def finetune_arguments(pairs: list, options: FinetuneOptions, stop_file=None) -> list[str]:
     """``finetune`` arguments for [(image path, labels path)] in table order; ``stop_file``: the path whose
     creation asks the engine to stop gracefully."""
+    if options.continue_run:  # the engine has the cases, settings and checkpoint of the run
+        args = ["finetune", "--progress-json", "--continue", options.name, "--device", options.device]
+        return args + (["--stop-file", str(stop_file)] if stop_file is not None else [])
     args = ["finetune", "--progress-json", "--name", options.name, "--loss", options.loss,
             "--steps", str(int(options.steps)), "--lr", f"{options.learning_rate:g}", "--device", options.device,
             "--max-minutes", f"{options.max_minutes:g}"]
@@ -143,6 +147,7 @@ class FinetuneJob:
         self.latest: dict | None = None  # last validation after step 0
         self.step = 0
         self.stop_requested = False
+        self.resumable = False  # the engine kept this run's working folder: it can be continued
         self.workdir: Path | None = None
         self._child: ChildProcess | None = None
         self._tail: deque = deque(maxlen=CRASH_LOG_LINES)
@@ -162,7 +167,7 @@ class FinetuneJob:
             raise InputProblem(_("A fine-tune is already running. Wait for it to finish or stop it first."))
         self.workdir = Path(tempfile.mkdtemp(prefix="SegLossBrain-finetune-"))
         try:
-            files = write_pairs(self.pairs, self.workdir)
+            files = [] if self.options.continue_run else write_pairs(self.pairs, self.workdir)
         except Exception:
             self._cleanup()
             raise
@@ -218,6 +223,10 @@ class FinetuneJob:
         if self.state == RUNNING and self._child.finished:
             self._conclude(update)
             self._cleanup()
+        elif self.state == RUNNING and self.step == 0 and update.status is None and self.options.max_minutes:
+            # before the first step there is nothing timed yet, but the engine's budget bounds the whole run
+            update.status = _("Preparing the cases and scoring the current model; the run ends within about "
+                              "{minutes:g} minutes").format(minutes=self.options.max_minutes)
         update.done = self.state != RUNNING
         return update
 
@@ -247,6 +256,8 @@ class FinetuneJob:
             self._error_event = event.message
             self._remember(_("Error: {message}").format(message=event.message), update)
         elif event.message or event.kind == "text":
+            if data.get("kind") == "resumable":
+                self.resumable = True
             if data.get("level") == "warning":
                 self.warnings.append(event.message)
             self._remember(event.message, update)

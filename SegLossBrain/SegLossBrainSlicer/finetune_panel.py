@@ -54,6 +54,9 @@ class FinetunePanel:
             ui.fineTuneLossComboBox.setItemData(ui.fineTuneLossComboBox.count - 1, tip, qt.Qt.ToolTipRole)
         ui.fineTuneLossComboBox.currentIndexChanged.connect(self.on_loss_changed)
         ui.fineTuneStartButton.clicked.connect(self.on_start_stop)
+        ui.fineTuneContinueButton.clicked.connect(self.on_continue)
+        ui.fineTuneContinueButton.setVisible(False)
+        self.resumable: str | None = None  # name of the engine's unfinished run the last job left
         ui.fineTuneShowPlotButton.clicked.connect(self.show_plot)
         ui.fineTuneProgressBar.setRange(0, PROGRESS_STEPS)
         ui.fineTuneProgressBar.setVisible(False)
@@ -145,6 +148,7 @@ class FinetunePanel:
                                "version.")
         for widget in (self.ui.fineTuneAddPairButton, self.ui.fineTuneRemovePairButton):
             widget.enabled = self.job is None
+        self.ui.fineTuneContinueButton.enabled = self.job is None
 
     def on_start_stop(self) -> None:
         if self.job is not None:
@@ -160,6 +164,23 @@ class FinetunePanel:
         except (InputProblem, OSError, RuntimeError) as error:  # RuntimeError: Slicer could not export a pair
             slicer.util.errorDisplay(str(error), windowTitle=_("Cannot fine-tune"))
             return
+        self._begin(job)
+
+    def on_continue(self) -> None:
+        """Continue the run the last job left unfinished (stopped, or its engine process died)."""
+        if self.job is not None or not self.resumable:
+            return
+        parameters = getattr(self.segment_panel, "parameters", None)
+        job = FinetuneJob([], FinetuneOptions(self.resumable, device=parameters.device if parameters else "auto",
+                                              continue_run=True))
+        try:
+            job.start()
+        except (InputProblem, OSError) as error:
+            slicer.util.errorDisplay(str(error), windowTitle=_("Cannot continue the fine-tune"))
+            return
+        self._begin(job)
+
+    def _begin(self, job) -> None:
         self.job = job
         self._start_display(job)
         self._timer.start()
@@ -234,6 +255,9 @@ class FinetunePanel:
 
     def _finish(self, job) -> None:
         self.job = None
+        # stopped by the user (the engine said so), or its process died after training had begun
+        self.resumable = job.options.name if job.resumable or (job.state == FAILED and job.step > 0) else None
+        self.ui.fineTuneContinueButton.setVisible(self.resumable is not None)
         self.ui.fineTuneProgressBar.setVisible(False)
         self.ui.fineTuneStatusLabel.text = job.summary()
         if job.state == SUCCEEDED:

@@ -243,6 +243,7 @@ def test_every_widget_the_fine_tune_panel_uses_exists_in_the_ui_file():
                 "fineTuneWCrossSpinBox": "QDoubleSpinBox", "fineTuneStepsSpinBox": "QSpinBox",
                 "fineTuneLearningRateSpinBox": "QDoubleSpinBox", "fineTuneNameLineEdit": "QLineEdit",
                 "fineTuneStartButton": "QPushButton", "fineTuneProgressBar": "QProgressBar",
+                "fineTuneContinueButton": "QPushButton",
                 "fineTuneDiceTableView": "qMRMLTableView", "fineTuneVersionsList": "QListWidget",
                 "fineTuneActivateButton": "QPushButton", "fineTuneRevertButton": "QPushButton",
                 "fineTuneDeleteButton": "QPushButton"}

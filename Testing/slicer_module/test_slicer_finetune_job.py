@@ -89,7 +89,7 @@ FAKE_ENGINE = textwrap.dedent('''
     before = {"mean": 0.5, "dice": dice(0)}
     emit(event="log", message="validation: the last pair held out")
     emit(event="validation", step=0, before=True, score=0.5, **before)
-    total, best, step = int(value("--steps")), None, 0
+    total, best, step = int(value("--steps") or 6), None, 0  # --continue: the run's own steps
     for step in range(1, total + 1):
         time.sleep(0.05 if mode in ("slow", "stubborn") else 0)
         emit(event="step", step=step, loss=round(1.0 / step, 4), total=total, elapsed_s=0, eta_s=(total - step) * 0.05)
@@ -100,7 +100,9 @@ FAKE_ENGINE = textwrap.dedent('''
         if stop_asked():
             emit(event="log", kind="stopped", message=f"cancelled at step {step}; keeping the last validated weights")
             break
-    status, name = ("cancelled" if stop_asked() else "finished"), value("--name")
+    status, name = ("cancelled" if stop_asked() else "finished"), value("--name") or f"{value('--continue')}-continued"
+    if status == "cancelled":
+        emit(event="log", kind="resumable", message=f"the run can be continued from step {step}")
     if best is None:
         emit(event="result", status=status, name=name, path=None, steps_run=step, best_step=None, before=before,
              after=None)
@@ -159,6 +161,9 @@ def test_job_reports_progress_loss_validation_and_result(engine):
     fractions = [u.fraction for u in updates if u.fraction is not None]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert [p for u in updates for p in u.losses] == [(1, 1.0), (2, 0.5), (3, 0.3333), (4, 0.25)]
+    statuses = [u.status for u in updates if u.status]
+    assert "ends within about 8 minutes" in statuses[0]  # from the start, before any step is timed
+    assert any(s.startswith("Step ") and " of 4, loss " in s for s in statuses)
     validations = [v for u in updates for v in u.validations]
     assert [v["step"] for v in validations] == [0, 2, 4] and validations[0]["before"]
     assert job.before["mean"] == 0.5 and job.latest["dice"]["thalamus"] == 0.44
@@ -347,3 +352,15 @@ def test_real_engine_finetune_from_the_scene(tmp_path, random_model_file):
     assert set(job.result["after"]["dice"]) >= {"thalamus", "cerebral white matter"}
     versions = model_versions.list_versions(env=env)
     assert [v.key for v in versions if v.source == "user"] == ["user:slicer-ft"]
+
+
+def test_continue_asks_the_engine_for_its_unfinished_run_and_learns_when_a_run_is_resumable():
+    options = FinetuneOptions("site-9", device="cpu", continue_run=True)
+    argv = finetune_job.finetune_arguments([], options, stop_file="/tmp/x/stop")
+    assert argv == ["finetune", "--progress-json", "--continue", "site-9", "--device", "cpu", "--stop-file",
+                    "/tmp/x/stop"]  # no pairs or settings: the engine kept them with the run
+    job = FinetuneJob([], options)
+    assert not job.resumable
+    line = json.dumps({"event": "log", "kind": "resumable", "message": "the run can be continued from step 7"})
+    job._take(finetune_job.parse_line(line), finetune_job.FinetuneUpdate())
+    assert job.resumable and job.log[-1] == "the run can be continued from step 7"

@@ -100,7 +100,8 @@ class NodeSelector:
 NAMES = ("fineTuneAddPairButton fineTuneRemovePairButton fineTuneLossComboBox fineTuneExpLogWidget "
          "fineTuneStartButton fineTuneShowPlotButton fineTuneProgressBar fineTuneStatusLabel fineTuneDiceTableView "
          "fineTuneLogText fineTuneLogCollapsibleButton fineTuneVersionsList fineTuneActivateButton "
-         "fineTuneRevertButton fineTuneDeleteButton fineTuneNameLineEdit fineTuneFreezeEncoderCheckBox").split()
+         "fineTuneRevertButton fineTuneDeleteButton fineTuneNameLineEdit fineTuneFreezeEncoderCheckBox "
+         "fineTuneContinueButton").split()
 
 
 @pytest.fixture
@@ -191,6 +192,15 @@ def test_stop_keeps_the_last_validated_version(panel):
     assert panel.ui.fineTuneStartButton.text == "Stop now (keep nothing)"
     poll_until_idle(panel)
     assert panel.ui.fineTuneStatusLabel.text.startswith("Stopped at step") and panel.errors == []
+    # the engine kept the run: Continue appears, and asks the engine to continue that run by name
+    assert panel.ui.fineTuneContinueButton.visible and panel.panel.resumable
+    name = panel.panel.resumable
+    panel.engine.mode("ok")
+    panel.ui.fineTuneContinueButton.clicked.emit()
+    assert panel.panel.job.options.continue_run and panel.panel.job.options.name == name
+    poll_until_idle(panel)
+    assert panel.ui.fineTuneStatusLabel.text.startswith("Finished") and panel.errors == []
+    assert not panel.ui.fineTuneContinueButton.visible  # a finished run leaves nothing to continue
 
 
 def test_bad_pairs_are_shown_and_nothing_starts(panel):
