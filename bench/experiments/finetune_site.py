@@ -110,6 +110,7 @@ def main() -> None:
         "diff_points": round(100 * float(diff.mean()), 2),
         "diff_se_points": round(100 * float(diff.std(ddof=1) / np.sqrt(len(diff))), 2) if len(diff) > 1 else None,
         "scans_better": int((diff > 0).sum()), "scans": len(diff),
+        "per_scan_before_after": [[round(float(b), 4), round(float(a), 4)] for b, a in zip(mean_before, mean_after)],
         "per_structure_before_after": per_structure,
         "validations": [{"step": e.get("step"), "mean": e.get("mean")} for e in events if e.get("event") == "validation"],
     }

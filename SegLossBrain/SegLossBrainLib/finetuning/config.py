@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..losses import get_loss
-from ..training.trainer import LR_SCHEDULES
+from ..training.config import LR_SCHEDULES
 
 EventCallback = Callable[[dict], None]
 

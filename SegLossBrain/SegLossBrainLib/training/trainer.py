@@ -26,7 +26,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -37,8 +37,8 @@ from ..labels import load_label_table
 from ..losses import get_loss, label_weights_from_frequencies
 from ..models.files import load_model, save_model
 from ..networks import build_network
-from ..paths import VALIDATION_SIZE
 from ..synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
+from .config import TrainingConfig
 from .mixed_sampler import mixed_sampler
 
 CHECKPOINT_NAME = "last.pt"
@@ -58,76 +58,6 @@ def target_frequencies(sources, num_classes: int) -> torch.Tensor:
         per_code = torch.bincount(source.codes.flatten().long().cpu(), minlength=len(source.values)).double()
         counts.index_add_(0, source.target_lut.cpu(), per_code[: len(source.values)])
     return counts / counts.sum()
-
-
-@dataclass
-class TrainingConfig:
-    label_maps: list  # training label maps (paths)
-    run_dir: str
-    validation_maps: list = field(default_factory=list)  # held-out label maps: synthetic validation
-    real_pairs: list = field(default_factory=list)  # [(image path, aseg path, name)]: real validation
-    labelled_scans: list = field(default_factory=list)  # [(image path, labels path)]: real scans trained on too
-    labelled_fraction: float = 0.5  # share of batches drawn from labelled_scans when there are any
-    architecture: str = "wong2018"
-    loss: str = "explog"
-    loss_params: dict = field(default_factory=dict)
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    lr_schedule: str = "constant"  # or "poly": lr * (1 - step/steps)^0.9 (nnU-Net), so a fixed budget ends converged
-    warmup_steps: int = 0  # linear ramp from lr/warmup to lr (a warm start's fresh Adam moments overshoot otherwise)
-    input_noise_std: float | None = None  # the network's train-time input noise (None: the architecture default)
-    batch_size: int = 1
-    patch_size: tuple = (64, 64, 64)
-    steps: int = 1000
-    checkpoint_every: int = 100
-    validate_every: int = 500
-    validation_size: tuple = VALIDATION_SIZE  # whole brain at 1.5 mm
-    validation_draws: int = 1  # held-out synthetic images per held-out map
-    validation_bn_samples: int = 0  # BatchNorm re-estimated on this many training samples before each validation
-    seed: int = 0
-    device: str = "cpu"
-    init_weights: str | None = None
-    precision: str = "fp32"  # or "bf16": autocast (2x faster on CPUs with AVX512-BF16/AMX and on GPUs)
-    synthesis: dict = field(default_factory=dict)  # SynthesisSettings overrides
-    patience: int = 0  # early stopping: validations without a better score before stopping (0: never)
-    patience_after: int = 0  # early stopping cannot end the run before this step (a run still warming up)
-    freeze_encoder: bool = False  # train the decoder and head only (fine-tuning on few cases)
-    freeze_batchnorm: bool = False  # keep BatchNorm running statistics (fine-tuning: a few cases must not
-    # overwrite statistics estimated on thousands of images)
-
-    def __post_init__(self):
-        if min(self.steps, self.checkpoint_every, self.validate_every, self.validation_draws) < 1 \
-                or min(self.patience, self.validation_bn_samples) < 0:
-            raise ValueError("steps, checkpoint_every, validate_every and validation_draws must be >= 1, "
-                             "patience and validation_bn_samples >= 0")
-        if not self.label_maps:
-            raise ValueError("no training label maps given")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning rate must be > 0, got {self.learning_rate}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
-        if self.optimizer not in ("adam", "nadam"):
-            raise ValueError(f"optimizer must be adam or nadam, got {self.optimizer!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"learning-rate schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
-        if self.labelled_scans and not 0 < self.labelled_fraction < 1:
-            raise ValueError(f"labelled fraction must lie strictly between 0 and 1, got {self.labelled_fraction}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup steps must be >= 0, got {self.warmup_steps}")
-        if self.input_noise_std is not None and not (self.input_noise_std >= 0 and math.isfinite(self.input_noise_std)):
-            raise ValueError(f"input noise std must be a finite number >= 0, got {self.input_noise_std}")
-
-    def learning_rate_at(self, step: int) -> float:
-        """Learning rate for the optimiser step that follows ``step`` completed steps."""
-        rate = self.learning_rate
-        if self.lr_schedule == "poly":
-            rate *= (1.0 - min(step, self.steps - 1) / self.steps) ** 0.9
-        if step < self.warmup_steps:
-            rate *= (step + 1) / self.warmup_steps
-        return rate
-
-
-LR_SCHEDULES = ("constant", "poly")
 
 
 ENCODER_PARTS = ("encoders", "downs")  # module names that make up a network's encoder (wong2018, vnet)
