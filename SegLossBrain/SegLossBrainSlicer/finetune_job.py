@@ -42,7 +42,7 @@ class FinetuneOptions:
     loss: str = "explog"
     loss_params: dict = field(default_factory=dict)
     steps: int = 1000  # the most; the engine plans how many fit max_minutes after timing the first steps
-    learning_rate: float = 1e-4
+    learning_rate: float = 3e-4
     base: str | None = None  # model name or path; None: the engine's active model
     device: str = "auto"
     freeze_encoder: bool = False
@@ -59,7 +59,7 @@ class FinetuneOptions:
         if self.steps < 1:
             raise InputProblem(_("Run at least one step."))
         if not 0 < self.learning_rate < 1:
-            raise InputProblem(_("The learning rate must lie between 0 and 1 (1e-4 suits fine-tuning)."))
+            raise InputProblem(_("The learning rate must lie between 0 and 1 (3e-4 suits fine-tuning)."))
         if not self.max_minutes >= 0:
             raise InputProblem(_("The time budget must be 0 (none) or more minutes."))
         if self.device not in cli_protocol.DEVICES:

@@ -98,3 +98,16 @@ def test_cli_lists_continues_and_discards_unfinished_runs(store, pairs, random_m
     assert "no unfinished fine-tune named 'site-v1'" in capsys.readouterr().err
     assert main(["finetune", "--name", "x"]) == 2  # a new run needs its pairs
     assert "give the training pairs" in capsys.readouterr().err
+
+
+def test_a_single_case_without_validation_stays_small(store, pairs, random_model_file, monkeypatch):
+    from SegLossBrainLib.finetuning import run as run_module
+
+    monkeypatch.setattr(run_module, "SINGLE_CASE_STEPS", 6)  # 200 in the product: too slow for a test
+    events = []
+    result = finetune(config(pairs[:1], random_model_file, steps=500, validate_every=3, learning_rate=3e-4,
+                             max_minutes=0), on_event=events.append)
+    meta = load_model(result.path)[1]
+    assert result.steps_run == 6 and meta["learning_rate"] == run_module.SINGLE_CASE_LR == 3e-5
+    assert any(e.get("kind") == "single_case" and e.get("level") == "warning" for e in events)
+    assert meta["validation"]["mode"] == "training case (no held-out case)"

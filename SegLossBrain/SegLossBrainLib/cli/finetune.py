@@ -66,6 +66,7 @@ def _config(args):
         validation=image_labels_pair(args.validation) if args.validation else None, loss=args.loss,
         loss_params=loss_params(args.loss_params), freeze_encoder=args.freeze_encoder, augment=not args.no_augment,
         freeze_batchnorm=not args.update_batchnorm, input_noise=args.input_noise, focus_errors=not args.no_focus,
+        single_case_limit=not args.no_single_case_limit,
         resample_labels=args.resample_labels, **given)
 
 
@@ -152,7 +153,7 @@ def add_finetune_command(commands) -> None:
                            "plans how many fit. 0: no limit, --steps alone decides")
     tune.add_argument("--steps", type=int, help="the most training steps (default 1000; on a CPU the time budget "
                                                 "usually ends the run first)")
-    tune.add_argument("--lr", type=float, help="peak Adam learning rate (default 1e-4, docs/FINETUNING_RESULTS.md)")
+    tune.add_argument("--lr", type=float, help="peak Adam learning rate (default 3e-4, docs/FINETUNING_RESULTS.md)")
     tune.add_argument("--lr-schedule", choices=["poly", "constant"],
                       help="poly (default): decays to 0 at the planned last step, so the run ends converged")
     tune.add_argument("--warmup-steps", type=int, help="linear warm-up (default 20)")
@@ -167,6 +168,9 @@ def add_finetune_command(commands) -> None:
     tune.add_argument("--no-focus", action="store_true",
                       help="sample patches uniformly over the labelled brain instead of favouring where the base "
                            "model disagrees with your labels")
+    tune.add_argument("--no-single-case-limit", action="store_true",
+                      help="with one case and no validation case, run the full recipe anyway (default: at most 200 "
+                           "steps at lr 3e-5, since nothing can tell learning the case from over-fitting it)")
     tune.add_argument("--update-batchnorm", action="store_true",
                       help="also update BatchNorm running statistics (default: keep the base model's)")
     tune.add_argument("--input-noise", action="store_true",

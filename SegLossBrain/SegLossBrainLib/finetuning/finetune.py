@@ -23,7 +23,7 @@ place of synthetic brains, and adds what few cases need:
 * **One at a time.** A lock in the store refuses a second fine-tune while one runs.
 
 Shipped weights are only read. Defaults (``config.py``; measured in docs/FINETUNING_RESULTS.md) suit
-fine-tuning a trained model on a site's cases: Adam warming up to 1e-4 and decaying to 0 over the steps that fit
+fine-tuning a trained model on a site's cases: Adam warming up to 3e-4 and decaying to 0 over the steps that fit
 8 minutes, half of the patches centred where the base model disagrees with the site's labels, ExpLog with the
 paper's gamma 0.3, w_dice 0.8, w_cross 0.2 (``gamma`` sets both exponents), BatchNorm statistics kept, and
 the network's input noise off: the paper's regulariser (Gaussian noise as strong as the image itself) suits

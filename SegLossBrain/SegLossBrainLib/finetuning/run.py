@@ -19,7 +19,8 @@ from ..training.labelled_scans import PairSampler
 from ..training.trainer import WEIGHTED_LOSSES, Trainer, TrainingConfig
 from . import unfinished
 from .budget import PROBE_STEPS, StepPlan, plan_steps
-from .config import EventCallback, FinetuneConfig, FinetuneError, FinetuneResult
+from .config import (SINGLE_CASE_LR, SINGLE_CASE_STEPS, EventCallback, FinetuneConfig, FinetuneError,
+                     FinetuneResult)
 from .validator import Validator, ValidationMode, focus_masks
 
 CHECKPOINT_EVERY = 50  # steps between checkpoints of the working folder, at most (and at every validation)
@@ -75,13 +76,19 @@ def execute(run: Run) -> FinetuneResult:
     if weights is not None:
         params = {**params, "label_weights": weights}
     validator = Validator(run.validation, device)
+    max_steps, rate = config.steps, config.learning_rate
+    if run.mode is ValidationMode.TRAINING_CASE and config.single_case_limit:
+        max_steps, rate = min(max_steps, SINGLE_CASE_STEPS), min(rate, SINGLE_CASE_LR)
+        run.log(f"no held-out case: nothing can tell learning this case from over-fitting it, so the run stays "
+                f"small (at most {max_steps} steps at learning rate {rate:g}); give 3-5 cases and a validation case "
+                "for the full run", kind="single_case", level="warning")
     recorded_plan = StepPlan(**run.record["plan"]) if run.record and run.record.get("plan") else None
-    steps = recorded_plan.steps if recorded_plan else config.steps
-    every = recorded_plan.validate_every if recorded_plan else (config.validate_every or config.steps)
+    steps = recorded_plan.steps if recorded_plan else max_steps
+    every = recorded_plan.validate_every if recorded_plan else (config.validate_every or max_steps)
     training_config = TrainingConfig(
         label_maps=[p.labels_path for p in training], run_dir=str(run.folder),
         architecture=run.base_meta.get("architecture", ""),
-        loss=config.loss, loss_params=params, learning_rate=config.learning_rate, lr_schedule=config.lr_schedule,
+        loss=config.loss, loss_params=params, learning_rate=rate, lr_schedule=config.lr_schedule,
         warmup_steps=config.warmup_steps, batch_size=config.batch_size,
         patch_size=tuple(int(s) for s in config.patch_size), steps=steps, checkpoint_every=min(every, CHECKPOINT_EVERY),
         validate_every=every, seed=config.seed, device=str(device), precision=precision,
@@ -96,7 +103,7 @@ def execute(run: Run) -> FinetuneResult:
         if state["plan"] is not None or len(probe) != PROBE_STEPS or step >= training_config.steps:
             return
         step_s = max((probe[-1] - probe[0]) / (PROBE_STEPS - 1), 1e-3)  # the first step is slower: left out
-        chosen = plan_steps(config.steps, config.max_minutes * 60, time.perf_counter() - run.started, step_s,
+        chosen = plan_steps(max_steps, config.max_minutes * 60, time.perf_counter() - run.started, step_s,
                             validator.seconds[0], config.validations, config.validate_every)
         trainer.replan(chosen.steps, chosen.validate_every, patience_after=chosen.steps // 2,
                        checkpoint_every=min(chosen.validate_every, CHECKPOINT_EVERY))
@@ -134,8 +141,8 @@ def execute(run: Run) -> FinetuneResult:
     if not config.input_noise and hasattr(trainer.network, "noise_std"):
         trainer.network.noise_std = 0.0  # train-mode input noise off (module docstring); eval never adds it
     run.log(f"fine-tuning {run.base['name']} ({run.base['source']}) on {len(training)} case(s) with {config.loss}, "
-            f"lr {config.learning_rate:g} ({config.lr_schedule}), {precision} on {device.type}, at most "
-            f"{config.steps} steps" + (f" or {config.max_minutes:g} minutes" if config.max_minutes else "")
+            f"lr {rate:g} ({config.lr_schedule}), {precision} on {device.type}, at most "
+            f"{max_steps} steps" + (f" or {config.max_minutes:g} minutes" if config.max_minutes else "")
             + (" (encoder frozen)" if config.freeze_encoder else ""))
     if run.record is None:
         before = validator.evaluate(trainer.network)
@@ -197,7 +204,7 @@ def _conclude(run: Run, trainer: Trainer, validator: Validator, before: dict, st
         "loss": {"name": config.loss, "params": {k: v for k, v in params.items() if k != "label_weights"},
                  "label_weights": weights, "label_weights_from": weights_source},
         "steps": best["step"],
-        "optimizer": "adam", "learning_rate": config.learning_rate, "lr_schedule": config.lr_schedule,
+        "optimizer": "adam", "learning_rate": trainer.config.learning_rate, "lr_schedule": config.lr_schedule,
         "warmup_steps": config.warmup_steps, "patch_size": list(config.patch_size),
         "training_cases": [p.fingerprint() for p in run.training],
         "validation": {"mode": run.mode.value, "grid": "1.5 mm network grid",
@@ -207,6 +214,7 @@ def _conclude(run: Run, trainer: Trainer, validator: Validator, before: dict, st
                      "best_step": best["step"], "planned_steps": trainer.config.steps,
                      "max_minutes": config.max_minutes, "validate_every": trainer.config.validate_every,
                      "focus_errors": config.focus_errors, "precision": precision,
+                     "single_case_limit": config.single_case_limit,
                      "patience": trainer.config.patience, "freeze_encoder": config.freeze_encoder,
                      "freeze_batchnorm": config.freeze_batchnorm, "input_noise": config.input_noise,
                      "augment": config.augment, "resample_labels": config.resample_labels, "seed": config.seed,
