@@ -150,7 +150,7 @@ def test_pairs_table_starts_with_the_segmented_case_and_loss_settings_follow_the
     ui, pairs = panel.ui, panel.panel.pairs()
     assert pairs == panel.engine.pairs and ui.fineTunePairsTable.headers == ["Volume", "Segmentation"]
     assert [data for _text, data in ui.fineTuneLossComboBox.items] == ["explog", "gdl", "wce"]
-    assert ui.fineTuneExpLogWidget.visible and "add a validation case" in ui.fineTuneLossComboBox.toolTip
+    assert ui.fineTuneExpLogWidget.visible and "Add a validation case" in ui.fineTuneLossComboBox.toolTip
     ui.fineTuneLossComboBox.currentIndex = 1
     ui.fineTuneLossComboBox.currentIndexChanged.emit(1)
     assert not ui.fineTuneExpLogWidget.visible and "imbalance" in ui.fineTuneLossComboBox.toolTip
