@@ -158,7 +158,7 @@ def add_finetune_command(commands) -> None:
                       help="poly (default): decays to 0 at the planned last step, so the run ends converged")
     tune.add_argument("--warmup-steps", type=int, help="linear warm-up (default 20)")
     tune.add_argument("--batch-size", type=int)
-    tune.add_argument("--patch-size", help="N or DxHxW, multiples of 16 (default 64)")
+    tune.add_argument("--patch-size", help="N or DxHxW, multiples of 16 (default 96)")
     tune.add_argument("--validate-every", type=int,
                       help="steps between validations (default: --validations spread over the planned steps)")
     tune.add_argument("--validations", type=int, help="validations over the run (default 5)")
