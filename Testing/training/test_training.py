@@ -93,6 +93,47 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, label_maps)
     assert any("nan" in e.get("message", "").lower() for e in events)
 
 
+def _gradient_poison(trainer, poisoned_calls):
+    """Make the loss's value unchanged but its gradient NaN on the given calls (sqrt at 0: 0 * inf = NaN)."""
+    calls = {"n": 0}
+    real_loss = trainer.loss
+
+    def poisoned(logits, target):
+        calls["n"] += 1
+        value = real_loss(logits, target)
+        return value + torch.sqrt(logits.sum() * 0.0) if calls["n"] in poisoned_calls else value
+
+    trainer.loss = poisoned
+
+
+def test_an_update_with_nan_gradients_is_skipped(tmp_path, label_maps):
+    trainer = Trainer(config(label_maps, tmp_path, steps=4, validate_every=100))
+    _gradient_poison(trainer, {3})
+    before = {}
+    trainer.on_event = lambda e: before.update(weights(trainer.network)) if e.get("step") == 2 and \
+        e.get("event") == "step" else None
+    original_step = trainer.optimizer.step
+    updates = []
+    trainer.optimizer.step = lambda *a, **k: (updates.append(trainer.step + 1), original_step(*a, **k))
+    result = trainer.run()
+    assert result["status"] == "finished" and result["step"] == 4
+    assert updates == [1, 2, 4]  # step 3's update was skipped
+    log = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    assert [r.get("skipped") for r in log] == [None, None, "gradients not finite", None]
+    assert all(torch.isfinite(v).all() for v in trainer.network.state_dict().values() if v.is_floating_point())
+
+
+def test_updates_that_keep_failing_end_the_run_as_diverged(tmp_path, label_maps):
+    trainer = Trainer(config(label_maps, tmp_path, steps=10, validate_every=100, checkpoint_every=1))
+    _gradient_poison(trainer, {3, 4, 5, 6})
+    events = []
+    trainer.on_event = events.append
+    result = trainer.run()
+    assert result["status"] == "diverged" and result["step"] == 5  # 3 skipped updates tolerated, the 4th stops
+    assert any("nan or infinite 4 steps in a row" in e.get("message", "").lower() for e in events)
+    assert all(torch.isfinite(v).all() for v in trainer.network.state_dict().values() if v.is_floating_point())
+
+
 def test_unwritable_run_dir_and_wrong_checkpoint(tmp_path, label_maps):
     blocker = tmp_path / "file"
     blocker.write_text("x")

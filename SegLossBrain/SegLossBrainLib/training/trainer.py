@@ -44,6 +44,7 @@ from .mixed_sampler import mixed_sampler
 CHECKPOINT_NAME = "last.pt"
 BEST_NAME = "best.safetensors"
 LOG_NAME = "log.jsonl"
+MAX_SKIPPED_IN_ROW = 3  # updates skipped for non-finite gradients before the run counts as diverged
 WEIGHTED_LOSSES = ("wce", "explog")  # losses whose cross-entropy term takes label weights
 
 
@@ -132,6 +133,7 @@ class Trainer:
         self.best_score = -math.inf
         self.since_best = 0  # validations since the best score (early stopping)
         self.elapsed = 0.0
+        self.skipped_in_row = 0  # consecutive updates skipped for non-finite gradients
         self._stop_requested = False
 
     # -- state ---------------------------------------------------------------------------------------
@@ -237,6 +239,12 @@ class Trainer:
             "validation": validation or {},
         }
 
+    def _diverged(self, what: str) -> str:
+        self.on_event({"event": "error", "kind": "diverged", "step": self.step + 1,
+                       "message": f"{what} at step {self.step + 1}; stopped without saving, the last checkpoint "
+                                  f"({self._checkpoint_path()}) is kept. Lower the learning rate or check the data."})
+        return "diverged"
+
     def run(self) -> dict:
         from .validation import validate
 
@@ -260,20 +268,27 @@ class Trainer:
                     logits = model(images.to(self.device))
                 loss = self.loss(logits.float(), targets.to(self.device))
                 if not torch.isfinite(loss):
-                    status = "diverged"
-                    self.on_event({"event": "error", "kind": "diverged", "step": self.step + 1,
-                                   "message": f"loss became {loss.item()} at step {self.step + 1}; stopped without "
-                                              f"saving, the last checkpoint ({self._checkpoint_path()}) is kept. "
-                                              "Lower the learning rate or check the data."})
+                    status = self._diverged(f"loss became {loss.item()}")
                     break
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                for group in self.optimizer.param_groups:
-                    group["lr"] = config.learning_rate_at(self.step)
-                self.optimizer.step()
+                # A finite loss can still give NaN/inf gradients (seen with bf16 autocast on CPUs, 32^3 patches,
+                # in the 2x2x2 bottleneck); one such update turns every weight into NaN. Like AMP's gradient
+                # scaler, skip that update; a run whose updates keep failing has diverged.
+                skipped = not torch.isfinite(torch.nn.utils.clip_grad_norm_(self.network.parameters(), math.inf))
+                self.skipped_in_row = self.skipped_in_row + 1 if skipped else 0
+                if self.skipped_in_row > MAX_SKIPPED_IN_ROW:
+                    status = self._diverged(f"the gradients were NaN or infinite {self.skipped_in_row} steps in a row")
+                    break
+                if not skipped:
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = config.learning_rate_at(self.step)
+                    self.optimizer.step()
                 self.step += 1
                 self.elapsed += time.perf_counter() - started
                 record = {"step": self.step, "loss": round(loss.item(), 5), "elapsed_s": round(self.elapsed, 1)}
+                if skipped:
+                    record["skipped"] = "gradients not finite"
                 self.on_event({"event": "step", **record, "total": config.steps})
                 if self.step % config.validate_every == 0 or self.step == config.steps:
                     if self.rank == 0:
