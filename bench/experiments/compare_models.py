@@ -21,18 +21,19 @@ from SegLossBrainLib.labels import load_label_table
 from SegLossBrainLib.models.files import load_model
 
 
-def score_models(paths: list[str], draws: int, seed: int, threads: int) -> tuple[np.ndarray, list[str]]:
+def score_models(paths: list[str], draws: int, seed: int, threads: int, device: str = "cpu") -> tuple[np.ndarray, list[str]]:
     """Dice [model, image, class] on the same synthetic images for every model."""
     torch.set_num_threads(threads)
     table = load_label_table()
     networks = []
     for path in paths:
         network, _ = load_model(path)
-        networks.append(network.eval())
+        networks.append(network.eval().to(device))
 
     def segment(image):
         with torch.inference_mode():
-            return {m: network(image[None]).argmax(dim=1)[0].numpy() for m, network in enumerate(networks)}
+            image = image.to(device)
+            return {m: network(image[None]).argmax(dim=1)[0].cpu().numpy() for m, network in enumerate(networks)}
 
     scores = held_out_dice(segment, draws, seed)
     return np.stack([scores[m] for m in range(len(networks))]), table.names
@@ -44,10 +45,11 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=12, help="images per held-out map")
     parser.add_argument("--seed", type=int, default=555)  # not training's VALIDATION_SEED
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if len(args.models) < 2:
         parser.error("give a baseline and at least one candidate")
-    dice, names = score_models(args.models, args.draws, args.seed, args.threads)
+    dice, names = score_models(args.models, args.draws, args.seed, args.threads, args.device)
     table = load_label_table()
     mean17 = np.nanmean(dice[:, :, table.scored_indices], axis=2)  # [model, image]
     watch = [names.index(n) for n in WATCH]
@@ -58,7 +60,7 @@ def main() -> None:
         diff = mean17[m] - mean17[0]
         se = diff.std(ddof=1) / np.sqrt(len(diff)) if m else 0.0
         per = np.nanmean(dice[m], axis=0)
-        print(f"| {Path(path).name} | {mean17[m].mean():.4f} | {diff.mean():+.4f} ± {se:.4f} | "
+        print(f"| {Path(path).parent.name}/{Path(path).name} | {mean17[m].mean():.4f} | {diff.mean():+.4f} ± {se:.4f} | "
               f"{int((diff > 0).sum())}/{len(diff)} | " + " | ".join(f"{per[i]:.4f}" for i in watch) + " |")
 
 

@@ -37,19 +37,19 @@ def cases(items: list[str], site: str | None) -> list[tuple[str, str]]:
     return [tuple(item.split(",")) for item in items]
 
 
-def dice_scan(model, image_path: str, labels_path: str, table) -> np.ndarray:
+def dice_scan(model, image_path: str, labels_path: str, table, device: str = "cpu") -> np.ndarray:
     image = sitk.ReadImage(image_path)
     reference = sitk.GetArrayFromImage(sitk.ReadImage(labels_path)).astype(np.int64)
     reference = table.to_index_labels(reference)[0]
-    labels = sitk.GetArrayFromImage(segment(image, model=model, device="cpu").labels)
+    labels = sitk.GetArrayFromImage(segment(image, model=model, device=device).labels)
     return dice_per_label(labels, reference, table.num_classes)
 
 
-def base_scores(base: Path, tests, table, cache: Path) -> np.ndarray:
+def base_scores(base: Path, tests, table, cache: Path, device: str) -> np.ndarray:
     key = sha256_of(base) + "|" + "|".join(i for i, _ in tests)
     stored = json.loads(cache.read_text()) if cache.is_file() else {}
     if key not in stored:
-        stored[key] = [dice_scan(str(base), i, l, table).tolist() for i, l in tests]
+        stored[key] = [dice_scan(str(base), i, l, table, device).tolist() for i, l in tests]
         cache.write_text(json.dumps(stored))
     return np.array(stored[key], dtype=np.float64)
 
@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--out", required=True)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="where the test scans are segmented (fine-tuning: --set device=...)")
     args = parser.parse_args()
 
     import torch
@@ -84,7 +85,7 @@ def main() -> None:
     base = resolve_model(args.base)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    before = base_scores(base, tests, table, out.parent / "base_scores.json")
+    before = base_scores(base, tests, table, out.parent / "base_scores.json", args.device)
 
     events = []
     with tempfile.TemporaryDirectory() as store:
@@ -94,7 +95,7 @@ def main() -> None:
         started = time.perf_counter()
         result = finetune(config, on_event=lambda e: events.append(e) if e.get("event") != "step" else None)
         seconds = time.perf_counter() - started
-        after = np.array([dice_scan(str(result.path), i, l, table) for i, l in tests]) if result.path else before
+        after = np.array([dice_scan(str(result.path), i, l, table, args.device) for i, l in tests]) if result.path else before
 
     scored = table.scored_indices
     mean_before, mean_after = np.nanmean(before[:, scored], 1), np.nanmean(after[:, scored], 1)

@@ -22,6 +22,7 @@ from SegLossBrainLib.evaluation.metrics import dice_per_label
 from SegLossBrainLib.inference.segment import segment
 from SegLossBrainLib.labels import load_label_table
 from SegLossBrainLib.models.files import load_model
+from SegLossBrainLib.postprocessing.qc import NoBrainError
 from SegLossBrainLib.paths import REAL_DEV, REAL_DEV_SCANS, data_dir
 from SegLossBrainLib.preprocessing.grid import closest_axes
 
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("models", nargs="+")
     parser.add_argument("--csv", help="per structure, per probe, per model")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     table = load_label_table()
@@ -81,8 +83,12 @@ def main() -> None:
             on_grid = sitk.Resample(aseg, probe_image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
             reference = table.map_freesurfer(sitk.GetArrayFromImage(on_grid).astype(np.int64))
             for name, network in networks.items():
-                labels = sitk.GetArrayFromImage(segment(probe_image, model=network, device="cpu").labels)
-                dice = dice_per_label(labels, reference, table.num_classes)
+                try:
+                    labels = sitk.GetArrayFromImage(segment(probe_image, model=network, device=args.device).labels)
+                    dice = dice_per_label(labels, reference, table.num_classes)
+                except NoBrainError as error:  # a broken candidate scores nothing, the others are still judged
+                    print(f"{case} {probe} {name}: {error}", flush=True)
+                    dice = np.zeros(table.num_classes)
                 rows.append({"model": name, "scan": case, "probe": probe,
                              "mean17": round(float(np.nanmean([dice[i] for i in table.scored_indices])), 4),
                              **{table.names[i]: round(float(dice[i]), 4) for i in table.scored_indices}})
