@@ -23,7 +23,7 @@ from SegLossBrainLib.training.trainer import Trainer, TrainingConfig
 
 
 def time_steps(network: str, loss: str, patch: int, spacing: float, batch: int, precision: str, steps: int,
-               warmup: int, maps: list) -> tuple[float, float]:
+               warmup: int, maps: list, device: str = "cpu") -> tuple[float, float]:
     """(wall s/step, CPU s/step) over ``steps`` steps after ``warmup`` steps."""
     marks = []
 
@@ -34,7 +34,8 @@ def time_steps(network: str, loss: str, patch: int, spacing: float, batch: int, 
     with tempfile.TemporaryDirectory() as folder:
         config = TrainingConfig(label_maps=maps, run_dir=folder, architecture=network, loss=loss,
                                 patch_size=(patch,) * 3, steps=warmup + steps, batch_size=batch, precision=precision,
-                                validate_every=10 ** 9, checkpoint_every=10 ** 9, synthesis={"spacing_mm": spacing})
+                                validate_every=10 ** 9, checkpoint_every=10 ** 9, synthesis={"spacing_mm": spacing},
+                                device=device)
         trainer = Trainer(config, on_event=on_event, validator=lambda net: {"score": 0.0})
         trainer.save_checkpoint = lambda: None  # time the steps, not the final checkpoint
         trainer.run()
@@ -53,6 +54,7 @@ def main(argv=None) -> None:
     parser.add_argument("--loss", default="explog")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (TrainingConfig's default is the CPU)")
     parser.add_argument("--maps", type=int, default=3, help="training label maps loaded (the first N)")
     args = parser.parse_args(argv)
     folder = paths.label_maps_dir()
@@ -68,9 +70,9 @@ def main(argv=None) -> None:
                 torch.set_num_threads(threads)
                 for batch in args.batch:
                     wall, cpu = time_steps(network, args.loss, args.patch, args.grid_spacing, batch, precision,
-                                           args.steps, args.warmup, maps)
-                    print(f"| {network} | {precision} | {threads} | {batch} | {wall:.2f} | {cpu:.2f} | "
-                          f"{wall / batch:.2f} |", flush=True)
+                                           args.steps, args.warmup, maps, args.device)
+                    print(f"| {network} | {precision} | {threads} | {batch} | {wall:.3f} | {cpu:.2f} | "
+                          f"{wall / batch:.3f} |", flush=True)
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 
