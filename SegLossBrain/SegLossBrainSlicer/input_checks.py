@@ -60,7 +60,7 @@ def check_output_spacing(volume, spacing) -> float | None:
 
     if spacing is None or spacing == 0:
         return None
-    problem = output_spacing_problem(volume.GetImageData().GetDimensions(), volume.GetSpacing(), spacing)
+    problem = output_spacing_problem(spacing, volume.GetImageData().GetDimensions(), volume.GetSpacing())
     if problem:
         raise InputProblem(_("Output spacing: {problem}. 0 (input grid) keeps the input's own voxels.").format(
             problem=problem))

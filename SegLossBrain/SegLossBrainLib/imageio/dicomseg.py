@@ -21,6 +21,24 @@ from .volumes import InputError, dicom_series_files
 ALGORITHM_NAME = "SegLossBrain"
 
 
+def check_dicom_seg_request(output_spacing=None) -> None:
+    """What a DICOM SEG output needs, checked before any work: highdicom, and the labels on the series' grid."""
+    try:
+        import highdicom  # noqa: F401  (checked now, not after the segmentation)
+    except ImportError:
+        raise InputError("--dicom-seg needs the highdicom package: pip install highdicom") from None
+    if output_spacing is not None:
+        raise InputError("--dicom-seg writes the labels on the DICOM series' own grid; it cannot be combined "
+                         "with --output-spacing (run twice, or drop one)")
+
+
+def check_series_input(path: str | os.PathLike) -> None:
+    """A DICOM SEG references a source series: the input must be a DICOM series folder."""
+    if not Path(path).is_dir():
+        raise InputError(f"--dicom-seg needs a DICOM series folder as input; {path} is not a folder. Give the "
+                         "folder of the DICOM series, or segment it without --dicom-seg")
+
+
 def _code(entry):
     import highdicom
 

@@ -136,7 +136,7 @@ def check_image(image: sitk.Image, name: str = "input") -> None:
 
 def check_output_spacing(image: sitk.Image, spacing: float) -> None:
     """Refuse an output grid spacing that is not a sensible isotropic voxel size for ``image``'s field of view."""
-    problem = output_spacing_problem(image.GetSize(), image.GetSpacing(), spacing)
+    problem = output_spacing_problem(spacing, image.GetSize(), image.GetSpacing())
     if problem:
         raise InputError(problem)
 

@@ -26,9 +26,9 @@ def isotropic_geometry(origin, voxel_spacing, direction, size, spacing: float) -
     return start + direction @ np.full(3, spacing / 2), tuple(int(v) for v in voxels)
 
 
-def output_spacing_problem(size, voxel_spacing, spacing) -> str | None:
-    """Why ``spacing`` (mm) is no sensible isotropic output voxel for a volume of ``size`` voxels of
-    ``voxel_spacing`` mm, or None when it is."""
+def output_spacing_problem(spacing, size=None, voxel_spacing=None) -> str | None:
+    """Why ``spacing`` (mm) is no sensible isotropic output voxel (for a volume of ``size`` voxels of
+    ``voxel_spacing`` mm, when given: a cohort checks the range before it reads any case), or None when it is."""
     low, high = OUTPUT_SPACING_MM
     try:
         spacing = float(spacing)
@@ -36,6 +36,8 @@ def output_spacing_problem(size, voxel_spacing, spacing) -> str | None:
         return f"output spacing {spacing!r} is not a number; give an isotropic voxel size such as 1 (mm)"
     if not (np.isfinite(spacing) and low <= spacing <= high):
         return f"output spacing {spacing:g} mm is outside {low:g}-{high:g} mm; give an isotropic voxel size such as 1 (mm)"
+    if size is None:
+        return None
     voxels = float(np.prod(np.ceil(np.asarray(size) * np.asarray(voxel_spacing, dtype=float) / spacing - 1e-6)))
     if voxels > MAX_OUTPUT_VOXELS:
         return (f"output spacing {spacing:g} mm gives {voxels / 1e6:.0f} M voxels over the input's field of view (at "
