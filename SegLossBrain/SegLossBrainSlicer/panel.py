@@ -247,14 +247,13 @@ class SegmentPanel(VTKObservationMixin):
 
     def on_low_confidence_clicked(self, item) -> None:
         segmentation = self.parameters.outputSegmentation if self.parameters else None
-        volume = self.parameters.inputVolume if self.parameters else None
-        if segmentation is None or volume is None:
+        if segmentation is None:
             return
         table = segmentation_io.label_table()
         structure = table.structures[int(item.data(qt.Qt.UserRole))]
         point = None
         for segment_id in segmentation_io.structure_segment_ids(segmentation, structure.index):  # left, then right
-            point = point if point is not None else confidence.segment_view_point(segmentation, segment_id, volume)
+            point = point if point is not None else confidence.segment_view_point(segmentation, segment_id)
         if point is None:
             self.ui.statusLabel.text = _("'{name}' is empty or was removed from the segmentation.").format(
                 name=structure.name)
