@@ -115,13 +115,14 @@ class SegLossBrainLogic(ScriptedLoadableModuleLogic):
                           model_sha256=model_sha256, command_prefix=command_prefix)
 
     def segment(self, volume, model_choice, device="auto", tta=False, confidence=True, hemispheres=False,
-                force=False, timeout=3600):
+                force=False, output_spacing=None, timeout=3600):
         """Blocking segmentation for scripts and the self-test; returns a SegmentResult. ``hemispheres``: left and
-        right structures as laterality-coded segments; ``force``: segment even when the engine finds no brain."""
+        right structures as laterality-coded segments; ``force``: segment even when the engine finds no brain;
+        ``output_spacing`` (mm): the labels on an isotropic grid of that spacing covering the volume."""
         from SegLossBrainSlicer.cli_protocol import SegmentOptions
         from SegLossBrainSlicer.segment_run import SegmentRun
 
-        options = SegmentOptions(model_choice.path, device, tta, confidence, hemispheres, force)
+        options = SegmentOptions(model_choice.path, device, tta, confidence, hemispheres, force, output_spacing)
         return SegmentRun(slicer.mrmlScene, volume, options, model_sha256=model_choice.sha256).run_blocking(timeout)
 
 

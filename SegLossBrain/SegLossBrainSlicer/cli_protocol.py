@@ -35,6 +35,7 @@ class SegmentOptions:
     confidence: bool = False
     hemispheres: bool = False
     force: bool = False  # segment even when the engine finds no brain
+    output_spacing: float | None = None  # mm: labels on an isotropic grid covering the input; None: its own grid
 
     def on_cpu(self) -> "SegmentOptions":
         return replace(self, device="cpu")
@@ -62,6 +63,8 @@ def segment_arguments(input_path, output_path, options: SegmentOptions, confiden
         args.append("--hemispheres")
     if options.force:
         args.append("--force")
+    if options.output_spacing is not None:
+        args += ["--output-spacing", repr(float(options.output_spacing))]
     if confidence_path is not None:
         args += ["--confidence", str(confidence_path)]
     return args

@@ -60,24 +60,42 @@ def structure_centroid_ijk(labels: np.ndarray, index: int) -> np.ndarray | None:
 def voxel_to_world(volume_node, ijk) -> np.ndarray:
     """RAS in world coordinates: the volume's IJK-to-RAS, then its parent transforms if any."""
     ras = (ijk_to_ras(volume_node) @ np.append(np.asarray(ijk, float), 1.0))[:3]
-    transform_node = volume_node.GetParentTransformNode()
+    return _to_world(ras, volume_node.GetParentTransformNode())
+
+
+def _to_world(ras, transform_node) -> np.ndarray:
     if transform_node is not None:
         import vtk
 
         to_world = vtk.vtkGeneralTransform()
         transform_node.GetTransformToWorld(to_world)
         ras = np.array(to_world.TransformPoint(*ras))
-    return ras
+    return np.asarray(ras, float)
 
 
-def segment_view_point(segmentation_node, segment_id, reference_volume) -> np.ndarray | None:
-    """World position to centre the views on for one segment (as edited now), or None if it is empty/gone."""
-    from .segmentation_io import segment_mask
+def segment_view_point(segmentation_node, segment_id) -> np.ndarray | None:
+    """World position to centre the views on for one segment (as edited now), or None if it is empty/gone.
 
-    if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
+    Found on the segment's own labelmap (the segmentation's geometry, e.g. the 1 mm grid of an output spacing),
+    not resampled onto the input volume, where a small structure of a finer segmentation could vanish."""
+    import slicer
+    import vtk
+
+    from .volume_files import array_from_image
+
+    image = slicer.vtkOrientedImageData()
+    if (segmentation_node.GetSegmentation().GetSegment(segment_id) is None
+            or not segmentation_node.GetBinaryLabelmapRepresentation(segment_id, image)
+            or image.GetPointData().GetScalars() is None or min(image.GetDimensions()) < 1):
         return None
-    ijk = structure_centroid_ijk(segment_mask(segmentation_node, segment_id, reference_volume), 1)
-    return None if ijk is None else voxel_to_world(reference_volume, ijk)
+    ijk = structure_centroid_ijk(array_from_image(image), 1)
+    if ijk is None:
+        return None
+    matrix = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)  # index (from the extent's start) to the segmentation's own frame
+    to_frame = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+    ras = (to_frame @ np.append(ijk + np.array(image.GetExtent()[0::2]), 1.0))[:3]
+    return _to_world(ras, segmentation_node.GetParentTransformNode())
 
 
 def centre_views_on(scene, ras) -> None:

@@ -53,6 +53,20 @@ def check_input_volume(volume) -> list[str]:
     return notes
 
 
+def check_output_spacing(volume, spacing) -> float | None:
+    """The output spacing to ask the engine for: None for 0 (the input's own grid), else ``spacing`` in mm when
+    the engine accepts it for this volume (the engine's own rule), InputProblem saying why not otherwise."""
+    from SegLossBrainLib.preprocessing.output_grid import output_spacing_problem  # numpy only
+
+    if spacing is None or spacing == 0:
+        return None
+    problem = output_spacing_problem(spacing, volume.GetImageData().GetDimensions(), volume.GetSpacing())
+    if problem:
+        raise InputProblem(_("Output spacing: {problem}. 0 (input grid) keeps the input's own voxels.").format(
+            problem=problem))
+    return float(spacing)
+
+
 def transform_note(volume) -> str | None:
     transform = volume.GetParentTransformNode()
     if transform is None:

@@ -14,7 +14,7 @@ from slicer.util import VTKObservationMixin
 from . import confidence, dependencies, model_choices, segmentation_io
 from .cli_protocol import SegmentOptions
 from .i18n import _
-from .input_checks import InputProblem
+from .input_checks import InputProblem, check_output_spacing
 from .segment_job import NO_BRAIN
 from .parameters import validate
 from .segment_run import SegmentError
@@ -132,7 +132,9 @@ class SegmentPanel(VTKObservationMixin):
             if choice is None:
                 raise InputProblem(self.ui.modelMessageLabel.text or _("No model is available."))
             options = SegmentOptions(choice.path, self.parameters.device, self.parameters.tta,
-                                     self.parameters.confidence, self.parameters.hemispheres)
+                                     self.parameters.confidence, self.parameters.hemispheres,
+                                     output_spacing=check_output_spacing(self.parameters.inputVolume,
+                                                                         self.parameters.outputSpacing))
         except (InputProblem, OSError) as error:
             slicer.util.errorDisplay(str(error), windowTitle=_("Cannot segment"))
             return
@@ -245,14 +247,13 @@ class SegmentPanel(VTKObservationMixin):
 
     def on_low_confidence_clicked(self, item) -> None:
         segmentation = self.parameters.outputSegmentation if self.parameters else None
-        volume = self.parameters.inputVolume if self.parameters else None
-        if segmentation is None or volume is None:
+        if segmentation is None:
             return
         table = segmentation_io.label_table()
         structure = table.structures[int(item.data(qt.Qt.UserRole))]
         point = None
         for segment_id in segmentation_io.structure_segment_ids(segmentation, structure.index):  # left, then right
-            point = point if point is not None else confidence.segment_view_point(segmentation, segment_id, volume)
+            point = point if point is not None else confidence.segment_view_point(segmentation, segment_id)
         if point is None:
             self.ui.statusLabel.text = _("'{name}' is empty or was removed from the segmentation.").format(
                 name=structure.name)

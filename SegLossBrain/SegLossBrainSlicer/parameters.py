@@ -11,7 +11,7 @@ from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 
 from .cli_protocol import DEVICES
 from .i18n import _
-from .input_checks import InputProblem, check_input_volume
+from .input_checks import InputProblem, check_input_volume, check_output_spacing
 
 
 @parameterNodeWrapper
@@ -23,6 +23,7 @@ class SegLossBrainParameterNode:
     tta: bool = False
     confidence: bool = True
     hemispheres: bool = False
+    outputSpacing: float = 0.0  # mm; 0: the input's own grid
     # Outputs, remembered so that a second run updates them instead of piling up new nodes.
     volumesTable: vtkMRMLTableNode
     confidenceVolume: vtkMRMLScalarVolumeNode
@@ -36,6 +37,7 @@ def validate(parameters, model_choice, missing_packages=()) -> tuple[bool, str]:
     """
     try:
         notes = check_input_volume(parameters.inputVolume)
+        check_output_spacing(parameters.inputVolume, parameters.outputSpacing)
     except InputProblem as problem:
         return False, str(problem)
     if missing_packages:

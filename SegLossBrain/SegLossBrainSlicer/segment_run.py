@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import confidence as confidence_stats
 from .cli_protocol import SegmentOptions
 from .i18n import _
-from .input_checks import InputProblem, check_input_volume, check_model_file, check_still_in_scene
+from .input_checks import (InputProblem, check_input_volume, check_model_file, check_output_spacing,
+                           check_still_in_scene)
 from .segment_job import CANCELLED, RUNNING, SUCCEEDED, JobUpdate, SegmentJob
 from .segmentation_io import label_table, labels_to_segmentation
 from .subject_hierarchy import place_with_input
-from .volume_files import image_from_array, ijk_to_ras, read_on_grid, set_ijk_to_ras, voxel_volume_mm3, write_volume
+from .volume_files import (image_from_array, ijk_to_ras, isotropic_grid_node, read_on_grid, set_ijk_to_ras,
+                           voxel_volume_mm3, write_volume)
 from .volume_table import fill_volumes_table, side_volumes, structure_volumes
 
 
@@ -45,11 +47,14 @@ class SegmentRun:
                  volumes_table=None, confidence_volume=None, model_sha256=None, command_prefix=None, env=None):
         self.scene = scene
         self.input_volume = input_volume
-        self.options = options
         self.output_segmentation = output_segmentation
         self.volumes_table = volumes_table
         self.confidence_volume = confidence_volume
         self.notes = check_input_volume(input_volume)  # raises InputProblem before anything else happens
+        spacing = check_output_spacing(input_volume, options.output_spacing)
+        self.options = replace(options, output_spacing=spacing)  # 0 (the input's own grid) goes as no option
+        # The grid the engine's outputs come back on: the input's own, or the engine's isotropic output grid.
+        self.grid = input_volume if spacing is None else isotropic_grid_node(input_volume, spacing)
         if options.model_path:
             check_model_file(options.model_path, model_sha256)
         self._command_prefix = command_prefix
@@ -114,10 +119,10 @@ class SegmentRun:
     def _apply(self) -> SegmentResult:
         try:
             check_still_in_scene(self.scene, self.input_volume, _("input volume"))
-            labels = read_on_grid(self.job.output_path, self.input_volume, label=True)
+            labels = read_on_grid(self.job.output_path, self.grid, label=True)
             confidence = None
             if self.job.confidence_path is not None and self.job.confidence_path.is_file():
-                confidence = read_on_grid(self.job.confidence_path, self.input_volume, label=False)
+                confidence = read_on_grid(self.job.confidence_path, self.grid, label=False)
         except (InputProblem, OSError, ValueError) as error:
             raise SegmentError(str(error), self.job.log) from error
         table = label_table()
@@ -134,8 +139,8 @@ class SegmentRun:
         try:
             segmentation = self._reuse_or_add(self.output_segmentation, "vtkMRMLSegmentationNode",
                                               _("{volume} segmentation"), created)
-            labels_to_segmentation(sided, self.input_volume, segmentation, table, hemispheres)
-            volumes = structure_volumes(labels, voxel_volume_mm3(self.input_volume), table)
+            labels_to_segmentation(sided, self.input_volume, segmentation, table, hemispheres, grid=self.grid)
+            volumes = structure_volumes(labels, voxel_volume_mm3(self.grid), table)
             means = None
             lowest = []
             confidence_node = None
@@ -147,7 +152,7 @@ class SegmentRun:
                 self._fill_confidence(confidence_node, confidence)
             table_node = self._reuse_or_add(self.volumes_table, "vtkMRMLTableNode",
                                             _("{volume} structure volumes"), created)
-            sides = side_volumes(sided, voxel_volume_mm3(self.input_volume), table) if hemispheres else None
+            sides = side_volumes(sided, voxel_volume_mm3(self.grid), table) if hemispheres else None
             fill_volumes_table(table_node, volumes, means, sides, engine_result.get("qc", {}))
             place_with_input(self.scene, self.input_volume, segmentation, table_node, confidence_node)
         except Exception:
@@ -171,7 +176,7 @@ class SegmentRun:
         import numpy as np
 
         node.SetAndObserveImageData(image_from_array(confidence.astype(np.float32)))
-        set_ijk_to_ras(node, ijk_to_ras(self.input_volume))
+        set_ijk_to_ras(node, ijk_to_ras(self.grid))
         node.SetAndObserveTransformNodeID(self.input_volume.GetTransformNodeID())
         if node.GetDisplayNode() is None:
             node.CreateDefaultDisplayNodes()

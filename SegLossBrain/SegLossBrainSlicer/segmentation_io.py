@@ -48,12 +48,14 @@ def ensure_segmentations_logic(scene) -> None:
 
 
 def labels_to_segmentation(labels: np.ndarray, reference_volume, segmentation_node, table=None,
-                           hemispheres: bool = False):
+                           hemispheres: bool = False, grid=None):
     """Replace the segments of ``segmentation_node`` with one per structure, read from ``labels``.
 
     ``labels`` is (k, j, i) on the grid of ``reference_volume``, values 0..num_classes-1, or with ``hemispheres``
-    FreeSurfer aseg values with a "Left ..." and "Right ..." segment per paired structure. The reference volume
-    becomes the segmentation's reference geometry and the segmentation follows the volume's parent transform.
+    FreeSurfer aseg values with a "Left ..." and "Right ..." segment per paired structure. That grid becomes the
+    segmentation's reference geometry and the segmentation follows the volume's parent transform. ``grid``: a
+    volume node on another grid of the same volume that ``labels`` lie on (``--output-spacing``), which then
+    becomes the reference geometry instead.
     """
     import slicer
     import vtk
@@ -63,7 +65,8 @@ def labels_to_segmentation(labels: np.ndarray, reference_volume, segmentation_no
     table = table or label_table()
     segments = output_segments(table, hemispheres)
     labels = np.asarray(labels)
-    dims = reference_volume.GetImageData().GetDimensions()
+    grid = reference_volume if grid is None else grid
+    dims = grid.GetImageData().GetDimensions()
     if labels.shape != (dims[2], dims[1], dims[0]):
         raise ValueError(_("The label map has shape {found}, the input volume {expected}.").format(
             found=labels.shape, expected=(dims[2], dims[1], dims[0])))
@@ -80,16 +83,19 @@ def labels_to_segmentation(labels: np.ndarray, reference_volume, segmentation_no
     if scene is not None:
         ensure_segmentations_logic(scene)
 
-    # A temporary labelmap node, never added to the scene, carries the array with the input's geometry.
+    # A temporary labelmap node, never added to the scene, carries the array with the labels' geometry.
     labelmap = slicer.vtkMRMLLabelMapVolumeNode()
     labelmap.SetAndObserveImageData(image_from_array(number[labels.astype(np.int64)]))
-    set_ijk_to_ras(labelmap, ijk_to_ras(reference_volume))
+    set_ijk_to_ras(labelmap, ijk_to_ras(grid))
 
     was_modifying = segmentation_node.StartModify()
     try:
         segmentation = segmentation_node.GetSegmentation()
         segmentation.RemoveAllSegments()
-        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(grid)
+        if grid is not reference_volume:  # the geometry is the grid's, the source volume stays the input
+            segmentation_node.SetNodeReferenceID(segmentation_node.GetReferenceImageGeometryReferenceRole(),
+                                                 reference_volume.GetID())
         # No transform during import: the import would otherwise move the voxels by the transform's inverse.
         segmentation_node.SetAndObserveTransformNodeID(None)
         if segmentation_node.GetDisplayNode() is None and scene is not None:

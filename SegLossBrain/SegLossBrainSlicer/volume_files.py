@@ -61,6 +61,30 @@ def set_ijk_to_ras(volume_node, matrix: np.ndarray) -> None:
     volume_node.SetIJKToRASMatrix(vtk_matrix)
 
 
+def isotropic_grid_node(volume_node, spacing: float):
+    """A bare volume node on the grid the engine writes its labels on with ``--output-spacing spacing``: the
+    engine's own ``isotropic_geometry`` for this volume (never added to a scene, no voxels allocated). Built from
+    the node's IJK-to-RAS, whose frame does not matter to that geometry."""
+    import slicer
+    import vtk
+
+    from SegLossBrainLib.preprocessing.output_grid import isotropic_geometry  # numpy only
+
+    matrix = ijk_to_ras(volume_node)
+    voxel_spacing = np.linalg.norm(matrix[:3, :3], axis=0)
+    direction = matrix[:3, :3] / voxel_spacing
+    origin, size = isotropic_geometry(matrix[:3, 3], voxel_spacing, direction,
+                                      volume_node.GetImageData().GetDimensions(), spacing)
+    grid = np.eye(4)
+    grid[:3, :3], grid[:3, 3] = direction * spacing, origin
+    image = vtk.vtkImageData()
+    image.SetDimensions(*size)
+    node = slicer.vtkMRMLScalarVolumeNode()
+    node.SetAndObserveImageData(image)
+    set_ijk_to_ras(node, grid)
+    return node
+
+
 def voxel_volume_mm3(volume_node) -> float:
     """Volume of one voxel; the determinant also covers oblique grids, where spacing alone is not enough."""
     return float(abs(np.linalg.det(ijk_to_ras(volume_node)[:3, :3])))

@@ -49,7 +49,8 @@ def test_dicom_seg_reads_back_with_codes_colours_and_source_geometry(tmp_path, s
         rgb = highdicom.color.CIELabColor.from_dicom_value(description.RecommendedDisplayCIELabValue).to_rgb()
         assert np.abs(np.array(rgb, int) - segment.color).max() <= 2
         if segment.side:
-            modifier = description.SegmentedPropertyTypeModifierCodeSequence[0]
+            # Nested in the type's code item (PS3.3 C.8.20.2), where viewers look for it.
+            modifier = description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence[0]
             assert modifier.CodeValue == {"left": "7771000", "right": "24028007"}[segment.side]
     # Frames: each refers to a source slice and lies exactly where that slice lies.
     shared = seg.SharedFunctionalGroupsSequence[0]

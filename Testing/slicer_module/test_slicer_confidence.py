@@ -96,9 +96,9 @@ def test_segment_view_point_follows_the_segment_as_edited():
     segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     segmentation_io.labels_to_segmentation(labels, volume, segmentation, TABLE)
     putamen_id = segmentation_io.segment_id(TABLE.structures[9])
-    point = confidence.segment_view_point(segmentation, putamen_id, volume)
+    point = confidence.segment_view_point(segmentation, putamen_id)
     assert np.allclose(point, confidence.voxel_to_world(volume, [6.5, 3.5, 2.5]))
     thalamus_id = segmentation_io.segment_id(TABLE.structures[7])
-    assert confidence.segment_view_point(segmentation, thalamus_id, volume) is None  # empty
+    assert confidence.segment_view_point(segmentation, thalamus_id) is None  # empty
     segmentation.GetSegmentation().RemoveSegment(putamen_id)
-    assert confidence.segment_view_point(segmentation, putamen_id, volume) is None  # deleted by the user
+    assert confidence.segment_view_point(segmentation, putamen_id) is None  # deleted by the user

@@ -47,6 +47,10 @@ FAKE_CLI = textwrap.dedent('''
         emit(event="error", message="model file is damaged")
         sys.exit(2)
     image = sitk.ReadImage(source)
+    if "--output-spacing" in args:  # as the engine: on its isotropic grid covering the input
+        from SegLossBrainLib.preprocessing.grid import isotropic_grid
+        spacing = float(args[args.index("--output-spacing") + 1])
+        image = sitk.Resample(image, isotropic_grid(image, spacing), sitk.Transform(), sitk.sitkLinear, 0.0)
     values = sitk.GetArrayFromImage(image)
     labels = (values * 19.999).astype(np.uint8)  # the stand-in "segments" by intensity bands
     result = sitk.GetImageFromArray(labels)

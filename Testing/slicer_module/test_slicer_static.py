@@ -68,6 +68,8 @@ def test_ui_bindings_match_parameter_node_fields_and_widget_kinds():
         annotation = fields[parameter]
         if widget_class == "QCheckBox":
             assert annotation == "bool", parameter
+        elif widget_class == "QDoubleSpinBox":
+            assert annotation == "float", parameter
         elif widget_class == "QComboBox":
             assert "Choice(" in annotation, f"{parameter}: a QComboBox binding needs a Choice annotation"
         elif widget_class == "qMRMLNodeComboBox":

@@ -6,7 +6,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from .common import EXIT_FAILURE, EXIT_OK, Reporter, add_model_options, log_model_status
+from .common import EXIT_FAILURE, EXIT_OK, Reporter, add_model_options, add_output_options, log_model_status
 
 # A rank that finishes early waits at the final barrier for the slowest; cohorts run for hours.
 _BARRIER_TIMEOUT = timedelta(hours=72)
@@ -25,7 +25,7 @@ class CaseBar:
         kind = event["event"]
         if kind == "cohort_start":
             self.reporter.log(f"{self.label}{event['mine']} of {event['cases']} cases: {event['skipped']} done "
-                              f"before (same input and model), {event['to_do']} to segment")
+                              f"before (same input, model and settings), {event['to_do']} to segment")
         elif kind == "model":
             log_model_status(event, self.reporter)
         elif kind == "case":
@@ -56,7 +56,9 @@ def run_batch(args, reporter: Reporter) -> int:
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=_BARRIER_TIMEOUT)
     options = CohortOptions(Path(args.output_dir), model=args.model, device=device, tta=args.tta,
                             with_confidence=args.confidence, island_fraction=args.remove_islands,
-                            format=args.format, overwrite=args.overwrite, force=args.force)
+                            format=args.format, overwrite=args.overwrite, force=args.force,
+                            hemispheres=args.hemispheres, output_spacing=args.output_spacing,
+                            dicom_seg=args.dicom_seg)
     label = f"worker {worker.index + 1}/{worker.count}: " if worker.count > 1 else ""
     bar = CaseBar(reporter, label)
     try:
@@ -89,6 +91,10 @@ def add_batch_command(commands) -> None:
     batch.add_argument("--overwrite", action="store_true", help="redo cases already done and replace their outputs")
     batch.add_argument("--force", action="store_true",
                        help="segment cases in which no brain is found (otherwise an error row saying so)")
+    add_output_options(batch)
+    batch.add_argument("--dicom-seg", action="store_true",
+                       help="also write CASE_seg.dcm, a DICOM Segmentation referencing the case's DICOM series; a "
+                            "case that is not a DICOM series folder gets an error row")
     batch.add_argument("--shard", metavar="K/N", help="segment only the K-th of N shares of the cases (1 <= K <= N), "
                        "for a scheduler's job array; every shard merges the one table when it ends")
     add_model_options(batch)

@@ -161,3 +161,13 @@ def add_model_options(command) -> None:
                          help="give each structure's detached pieces smaller than FRACTION of its largest piece "
                               "to their next most probable class (e.g. 0.1; off by default, CSF never)")
     add_progress_json(command)
+
+
+def add_output_options(command) -> None:
+    """The options of ``segment`` and ``batch`` that shape the labelmap written (and the volumes table)."""
+    command.add_argument("--hemispheres", action="store_true",
+                         help="left and right structures as FreeSurfer aseg values (2/41 cerebral WM, 17/53 "
+                              "hippocampus, ...); the volumes table gets left, right and an asymmetry index")
+    command.add_argument("--output-spacing", type=float, metavar="MM",
+                         help="labels (and confidence) on an isotropic grid of MM mm covering the input, e.g. 1 "
+                              "for a scan with thick slices (default: the input's own grid)")

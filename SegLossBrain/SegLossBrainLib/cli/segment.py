@@ -7,26 +7,21 @@ import os
 from pathlib import Path
 
 from ..imageio.atomic import open_atomic
-from .common import EXIT_OK, Reporter, add_model_options, log_model_status
+from .common import EXIT_OK, Reporter, add_model_options, add_output_options, log_model_status
 
 
 def _write_volumes_csv(result, path: Path) -> None:
     """One row per structure: volume, QC flag and, with left/right, each side's volume and the asymmetry index
     (L - R) / ((L + R) / 2)."""
-    from ..postprocessing.hemispheres import asymmetry_index
+    from ..postprocessing.hemispheres import SIDE_COLUMNS, side_cells
 
     sides = result.side_volumes_ml
     flags = result.quality.flags if result.quality else {}
     with open_atomic(path, "w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(["structure", "volume_ml"] + (["left_ml", "right_ml", "asymmetry_index"] if sides else [])
-                        + ["qc"])
+        writer.writerow(["structure", "volume_ml"] + (list(SIDE_COLUMNS) if sides else []) + ["qc"])
         for name, value in result.volumes_ml.items():
-            row = [name, f"{value:.3f}"]
-            if sides:
-                left, right = sides.get(name, (None, None))
-                row += ["", "", ""] if left is None else [f"{left:.3f}", f"{right:.3f}",
-                                                          f"{asymmetry_index(left, right):.4f}"]
+            row = [name, f"{value:.3f}"] + (side_cells(sides, name) if sides else [])
             writer.writerow(row + [flags.get(name, "")])
 
 
@@ -42,19 +37,11 @@ def _check_output_path(path: Path) -> None:
 
 def _check_request(args) -> None:
     """Option combinations that cannot work, refused before any work."""
-    from ..imageio.volumes import InputError
+    from ..imageio.dicomseg import check_dicom_seg_request, check_series_input
 
     if args.dicom_seg:
-        if not Path(args.input).is_dir():
-            raise InputError(f"--dicom-seg needs a DICOM series folder as input; {args.input} is not a folder. Give "
-                             "the folder of the DICOM series, or drop --dicom-seg")
-        try:
-            import highdicom  # noqa: F401  (checked now, not after the segmentation)
-        except ImportError:
-            raise InputError("--dicom-seg needs the highdicom package: pip install highdicom") from None
-        if args.output_spacing is not None:
-            raise InputError("--dicom-seg writes the labels on the DICOM series' own grid; it cannot be combined "
-                             "with --output-spacing (run twice, or drop one)")
+        check_series_input(args.input)
+        check_dicom_seg_request(args.output_spacing)
 
 
 def run_segment(args, reporter: Reporter) -> int:
@@ -175,12 +162,7 @@ def add_segment_commands(commands) -> None:
     segment.add_argument("--probabilities", help="also write class probabilities (20-channel, network grid)")
     segment.add_argument("--confidence", help="also write the per-voxel max probability (input grid)")
     segment.add_argument("--volumes", help="also write structure volumes (mL) and QC flags as CSV")
-    segment.add_argument("--hemispheres", action="store_true",
-                         help="left and right structures as FreeSurfer aseg values (2/41 cerebral WM, 17/53 "
-                              "hippocampus, ...); the volumes CSV gets left, right and an asymmetry index")
-    segment.add_argument("--output-spacing", type=float, metavar="MM",
-                         help="labels (and confidence) on an isotropic grid of MM mm covering the input, e.g. 1 "
-                              "for a scan with thick slices (default: the input's own grid)")
+    add_output_options(segment)
     segment.add_argument("--dicom-seg", metavar="FILE",
                          help="also write a DICOM Segmentation object referencing the input DICOM series")
     segment.add_argument("--force", action="store_true",

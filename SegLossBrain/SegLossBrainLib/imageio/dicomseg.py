@@ -3,8 +3,9 @@
 One segment per structure of the output (19, or the left/right ones with ``hemispheres``), each with its SNOMED CT
 category and type from the label table, laterality as the type modifier (SCT Left/Right), its colour (CIELab) and
 the algorithm's name and version. Frames follow the source series slice by slice (BINARY segmentation, empty
-frames omitted), so a viewer overlays it on the series it references: Slicer (QuantitativeReporting) and OHIF open
-it. The labelmap must lie on the source series' own grid.
+frames omitted), so a viewer overlays it on the series it references. dciodvfy validates it and dcmqi (Slicer's
+QuantitativeReporting) reads it back voxel for voxel (Testing/imageio/test_dicom_seg_tools.py). The labelmap must
+lie on the source series' own grid.
 """
 from __future__ import annotations
 
@@ -19,6 +20,24 @@ from .atomic import atomic_path
 from .volumes import InputError, dicom_series_files
 
 ALGORITHM_NAME = "SegLossBrain"
+
+
+def check_dicom_seg_request(output_spacing=None) -> None:
+    """What a DICOM SEG output needs, checked before any work: highdicom, and the labels on the series' grid."""
+    try:
+        import highdicom  # noqa: F401  (checked now, not after the segmentation)
+    except ImportError:
+        raise InputError("--dicom-seg needs the highdicom package: pip install highdicom") from None
+    if output_spacing is not None:
+        raise InputError("--dicom-seg writes the labels on the DICOM series' own grid; it cannot be combined "
+                         "with --output-spacing (run twice, or drop one)")
+
+
+def check_series_input(path: str | os.PathLike) -> None:
+    """A DICOM SEG references a source series: the input must be a DICOM series folder."""
+    if not Path(path).is_dir():
+        raise InputError(f"--dicom-seg needs a DICOM series folder as input; {path} is not a folder. Give the "
+                         "folder of the DICOM series, or segment it without --dicom-seg")
 
 
 def _code(entry):
@@ -45,7 +64,10 @@ def segment_description(number: int, segment: OutputSegment, version: str):
         display_color=highdicom.color.CIELabColor.from_rgb(*segment.color),
     )
     if terminology["TypeModifier"]:  # laterality (Left / Right / Right and left)
-        description.SegmentedPropertyTypeModifierCodeSequence = [_code(terminology["TypeModifier"])]
+        # PS3.3 C.8.20.2: the modifier is nested in the type's code item, not beside it, which is where dciodvfy,
+        # dcmqi and so Slicer's QuantitativeReporting look for it.
+        description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
+            _code(terminology["TypeModifier"])]
     return description
 
 

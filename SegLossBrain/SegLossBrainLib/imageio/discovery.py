@@ -30,7 +30,8 @@ class Case:
 
 def discover_cases(inputs: Iterable[str | os.PathLike], skip: Callable[[Path], bool] | None = None) -> list[Case]:
     """The cases named by ``inputs``, in a fixed order (inputs in the order given, folders sorted), each path
-    once. ``skip`` leaves out files that a folder search finds (e.g. a cohort's own earlier outputs)."""
+    once. ``skip`` leaves out files and DICOM folders that a folder search finds (e.g. a cohort's own earlier
+    outputs)."""
     skip = skip or (lambda path: False)
     found: list[tuple[Path, str | None]] = []  # (path, case id given by a list or None)
     for item in inputs:
@@ -59,7 +60,7 @@ def _search(folder: Path, skip: Callable[[Path], bool]) -> list[Path]:
         volumes = [here / f for f in sorted(files) if not f.startswith(".") and file_suffix(Path(f)) in VOLUME_SUFFIXES]
         cases += [p for p in volumes if not skip(p)]
         others = [here / f for f in sorted(files) if not f.startswith(".") and here / f not in volumes]
-        if any(_is_dicom(p) for p in others[:50]):
+        if not skip(here) and any(_is_dicom(p) for p in others[:50]):
             cases.append(here)
     if not cases:
         raise InputError(f"folder {folder} holds no volume ({', '.join(VOLUME_SUFFIXES)}) and no DICOM series, "

@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..preprocessing.output_grid import output_spacing_problem
 from .atomic import atomic_path
 
 MAX_SPACING_MM = 20.0
 MIN_SPACING_MM = 1e-3
-OUTPUT_SPACING_MM = (0.25, 10.0)  # --output-spacing: finer is beyond any MR; coarser loses the small structures
-MAX_OUTPUT_VOXELS = 1 << 29  # 512 M voxels: 2.5 GB of labels + confidence; a 0.25 mm head already needs 1 G
 MIN_BRAIN_EXTENT_MM = 60.0  # smallest field of view (every axis) that can hold an adult brain's core
 LABELMAP_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".mgz", ".mgh")
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
@@ -137,14 +136,9 @@ def check_image(image: sitk.Image, name: str = "input") -> None:
 
 def check_output_spacing(image: sitk.Image, spacing: float) -> None:
     """Refuse an output grid spacing that is not a sensible isotropic voxel size for ``image``'s field of view."""
-    low, high = OUTPUT_SPACING_MM
-    if not (np.isfinite(spacing) and low <= spacing <= high):
-        raise InputError(f"output spacing {spacing} mm is outside {low:g}-{high:g} mm; give an isotropic voxel size "
-                         "such as 1 (mm)")
-    voxels = float(np.prod(np.ceil(np.asarray(image.GetSize()) * np.asarray(image.GetSpacing()) / spacing)))
-    if voxels > MAX_OUTPUT_VOXELS:
-        raise InputError(f"output spacing {spacing} mm gives {voxels / 1e6:.0f} M voxels over the input's field of "
-                         f"view (at most {MAX_OUTPUT_VOXELS / 1e6:.0f} M); choose a larger spacing")
+    problem = output_spacing_problem(spacing, image.GetSize(), image.GetSpacing())
+    if problem:
+        raise InputError(problem)
 
 
 def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True, hemispheres: bool = False) -> Path:

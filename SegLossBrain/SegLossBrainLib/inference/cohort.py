@@ -15,9 +15,11 @@ import torch
 from ..device import select_device
 from ..evaluation.volumes import intracranial_volume_ml
 from ..imageio.discovery import Case, discover_cases
-from ..imageio.volumes import InputError, read_image
+from ..imageio.volumes import InputError, check_output_spacing, read_image
 from ..models.files import read_metadata
 from ..models.store import resolve_model
+from ..postprocessing.hemispheres import check_hemisphere_table
+from ..preprocessing.output_grid import output_spacing_problem
 from .segment import SegmentationResult, load_network, prepare_image, segment_prepared
 
 
@@ -70,6 +72,14 @@ def one_line(error: BaseException) -> str:
     return text if isinstance(error, InputError) else f"{type(error).__name__}: {text}"
 
 
+def check_options(output_spacing: float | None = None, hemispheres: bool = False) -> None:
+    """Options that no case can meet, refused before any case is read (InputError, HemisphereError)."""
+    if output_spacing is not None and output_spacing_problem(output_spacing):
+        raise InputError(output_spacing_problem(output_spacing))
+    if hemispheres:
+        check_hemisphere_table()
+
+
 def _read_and_prepare(case: Case):
     start = time.perf_counter()
     try:
@@ -80,16 +90,19 @@ def _read_and_prepare(case: Case):
 
 def segment_many(inputs: Iterable, model=None, device: str = "auto", tta: bool = False,
                  with_confidence: bool = False, island_fraction: float = 0.0, force: bool = False,
-                 loaded: LoadedModel | None = None, read_ahead: bool = True) -> Iterator[CaseResult]:
+                 loaded: LoadedModel | None = None, read_ahead: bool = True, output_spacing: float | None = None,
+                 hemispheres: bool = False) -> Iterator[CaseResult]:
     """Segment every case of ``inputs`` (``Case`` objects, or paths, folders and lists as ``discover_cases``
     takes them) with one model, yielding a ``CaseResult`` per case in order, ok or error.
 
-    ``model``/``device``/``force`` as ``segment``; or ``loaded`` (from ``load_cohort_model``) to reuse a loaded
-    model. The model is loaded before the first case, so a bad model raises instead of failing every case.
+    ``model``/``device``/``force``/``output_spacing``/``hemispheres`` as ``segment`` (an output spacing too
+    fine for one case's field of view is that case's error); or ``loaded`` (from ``load_cohort_model``) to
+    reuse a loaded model. The model is loaded before the first case, so a bad model raises instead of failing every case.
     ``read_ahead`` False reads each case only when its turn comes (for measuring what the overlap gains)."""
     # One folder or list may be given alone, as a string.
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     cases = items if all(isinstance(i, Case) for i in items) else discover_cases(items)
+    check_options(output_spacing, hemispheres)
     loaded = loaded or load_cohort_model(model, device)
     if not cases:
         return
@@ -106,9 +119,11 @@ def segment_many(inputs: Iterable, model=None, device: str = "auto", tta: bool =
                 continue
             start = time.perf_counter()
             try:
+                if output_spacing is not None:
+                    check_output_spacing(prepared.image, output_spacing)
                 result = segment_prepared(prepared, loaded.network, loaded.device, loaded.metadata, tta=tta,
                                           with_confidence=with_confidence, island_fraction=island_fraction,
-                                          force=force)
+                                          force=force, output_spacing=output_spacing, hemispheres=hemispheres)
             except Exception as error:  # e.g. out of memory on one huge case: record it, go on
                 yield CaseResult(case, "error", one_line(error), read_seconds + time.perf_counter() - start)
                 continue

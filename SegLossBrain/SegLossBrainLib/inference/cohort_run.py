@@ -14,16 +14,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from .. import __version__
 from ..evaluation.volumes import intracranial_volume_ml
+from ..imageio.dicomseg import check_dicom_seg_request, check_series_input, write_dicom_seg
 from ..imageio.discovery import Case, discover_cases
 from ..imageio.volumes import InputError, write_image
 from . import cohort_table as tables
-from .cohort import (CaseResult, LoadedModel, Worker, load_cohort_model, model_sha256, one_line,
+from .cohort import (CaseResult, LoadedModel, Worker, check_options, load_cohort_model, model_sha256, one_line,
                      segment_many)
 
 FORMATS = {"nii.gz": (".nii.gz", ".nii.gz"), "nrrd": (".nrrd", ".nrrd"), "seg.nrrd": (".seg.nrrd", ".nrrd")}
 PARTIAL = ".partial"
 _OUTPUT_KINDS = ("_labels", "_confidence")
+DICOM_SEG_SUFFIX = "_seg.dcm"
 
 
 @dataclass
@@ -37,6 +40,23 @@ class CohortOptions:
     format: str = "nii.gz"
     overwrite: bool = False
     force: bool = False  # segment cases in which no brain is found (an error row otherwise)
+    hemispheres: bool = False  # labelmaps of FreeSurfer aseg values, left/right columns in the table
+    output_spacing: float | None = None  # labels (and confidence) on an isotropic grid of this many mm
+    dicom_seg: bool = False  # a DICOM SEG beside each labelmap; a case that is no DICOM series is an error
+
+    @property
+    def settings(self) -> str:
+        """What shapes the outputs beyond the model, recorded in each row: a re-run skips only the cases done
+        with the same settings (a labelmap without left/right is no result for a run that asks for them)."""
+        return "; ".join(([] if not self.hemispheres else ["hemispheres"])
+                         + ([] if self.output_spacing is None else [f"output_spacing {self.output_spacing:g} mm"])
+                         + ([] if not self.dicom_seg else ["dicom_seg"]))
+
+    def check(self) -> None:
+        """Option combinations that cannot work, refused before any work (InputError)."""
+        check_options(self.output_spacing, self.hemispheres)
+        if self.dicom_seg:
+            check_dicom_seg_request(self.output_spacing)
 
 
 @dataclass
@@ -57,6 +77,8 @@ def output_names(case: Case, options: CohortOptions) -> dict[str, str]:
     names = {"labels": case.case_id + "_labels" + labels_suffix}
     if options.with_confidence:
         names["confidence"] = case.case_id + "_confidence" + confidence_suffix
+    if options.dicom_seg:
+        names["dicom_seg"] = case.case_id + DICOM_SEG_SUFFIX
     return names
 
 
@@ -74,11 +96,13 @@ def prepare_output_dir(output_dir: Path) -> Path:
 
 
 def find_cases(inputs: list, output_dir: Path) -> list[Case]:
-    """The cohort's cases; a folder search leaves out this output folder's own labelmaps and confidences."""
+    """The cohort's cases; a folder search leaves out this output folder's own labelmaps and confidences, and
+    the folder itself (its DICOM SEG files are no series to segment)."""
     resolved = output_dir.resolve()
 
     def ours(path: Path) -> bool:
-        return path.parent.resolve() == resolved and any(k in path.name for k in _OUTPUT_KINDS)
+        return path.resolve() == resolved or (path.parent.resolve() == resolved
+                                              and any(k in path.name for k in _OUTPUT_KINDS))
 
     return discover_cases(inputs, skip=ours)
 
@@ -96,7 +120,8 @@ def plan(cases: list[Case], rows: dict, options: CohortOptions, sha256: str) -> 
         same_input = row is not None and row.get("input") == str(case.path)
         if not options.overwrite and paths[0].exists() and not same_input:
             conflicts.append(str(paths[0]))
-        elif (same_input and row.get("status") == "ok" and row.get("model_sha256") == sha256 and paths[0].exists()
+        elif (same_input and row.get("status") == "ok" and row.get("model_sha256") == sha256
+              and row.get("settings", "") == options.settings and all(p.exists() for p in paths)
               and not options.overwrite):
             skipped.append(case)
         else:
@@ -108,14 +133,15 @@ def plan(cases: list[Case], rows: dict, options: CohortOptions, sha256: str) -> 
     return to_do, skipped
 
 
-def case_row(outcome: CaseResult, loaded: LoadedModel, labels_name: str) -> dict:
+def case_row(outcome: CaseResult, loaded: LoadedModel, labels_name: str, settings: str = "") -> dict:
     row = {"case_id": outcome.case.case_id, "input": str(outcome.case.path), "status": outcome.status,
            "reason": outcome.reason, "seconds": f"{outcome.seconds:.2f}", "model": loaded.name,
-           "model_sha256": loaded.sha256, "labels": labels_name if outcome.ok else "",
+           "model_sha256": loaded.sha256, "labels": labels_name if outcome.ok else "", "settings": settings,
            "finished": datetime.now(timezone.utc).isoformat(timespec="microseconds")}
     if outcome.ok:
         volumes = outcome.result.volumes_ml
         row.update({tables.structure_column(name): f"{value:.3f}" for name, value in volumes.items()})
+        row.update(tables.side_cells(outcome.result.side_volumes_ml))
         row[tables.ICV_COLUMN] = f"{intracranial_volume_ml(volumes):.3f}"
         quality = outcome.result.quality
         if quality is not None:  # whole-result warnings, then flagged structures
@@ -127,6 +153,7 @@ def run_cohort(inputs: list, options: CohortOptions, worker: Worker = Worker(),
                on_event: Callable[[dict], None] | None = None) -> CohortSummary:
     """Segment this worker's share of the cohort into ``options.output_dir`` and update the volumes table."""
     emit = on_event or (lambda event: None)
+    options.check()
     options.output_dir = Path(options.output_dir).expanduser()
     cases = find_cases(inputs, options.output_dir)
     mine = worker.take(cases)
@@ -144,8 +171,14 @@ def run_cohort(inputs: list, options: CohortOptions, worker: Worker = Worker(),
         emit({"event": "model", "name": loaded.name, "sha256": loaded.sha256, "device": str(loaded.device),
               "status": loaded.metadata.get("status"), "status_note": loaded.metadata.get("status_note")})
         started = time.perf_counter()
-        outcomes = segment_many(to_do, tta=options.tta, with_confidence=options.with_confidence,
-                                island_fraction=options.island_fraction, force=options.force, loaded=loaded)
+        # With --dicom-seg a case that is no DICOM series is refused before its turn; the others still run.
+        refused = [_not_a_series(case) for case in to_do] if options.dicom_seg else [None] * len(to_do)
+        runnable = [case for case, reason in zip(to_do, refused) if reason is None]
+        segmented = segment_many(runnable, tta=options.tta, with_confidence=options.with_confidence,
+                                 island_fraction=options.island_fraction, force=options.force, loaded=loaded,
+                                 output_spacing=options.output_spacing, hemispheres=options.hemispheres)
+        outcomes = (CaseResult(case, "error", reason) if reason else next(segmented)
+                    for case, reason in zip(to_do, refused))
         for number, outcome in enumerate(outcomes, start=1):
             outcome = _write_case(outcome, loaded, options, rows, own_table, order)
             summary.done += 1
@@ -175,14 +208,19 @@ def _write_case(outcome: CaseResult, loaded: LoadedModel, options: CohortOptions
     written: list[str] = []
     try:
         if outcome.ok:
-            write_image(outcome.result.labels, partial / names["labels"])
+            labels = outcome.result.sided_labels if options.hemispheres else outcome.result.labels
+            write_image(labels, partial / names["labels"], hemispheres=options.hemispheres)
             written.append("labels")
             if options.with_confidence:
                 write_image(outcome.result.confidence, partial / names["confidence"])
                 written.append("confidence")
-    except Exception as error:  # disk full, quota: this case fails, the cohort goes on
+            if options.dicom_seg:
+                write_dicom_seg(labels, outcome.case.path, partial / names["dicom_seg"], options.hemispheres,
+                                __version__)
+                written.append("dicom_seg")
+    except Exception as error:  # disk full, quota, a series SEG cannot describe: this case fails, the cohort goes on
         outcome = CaseResult(outcome.case, "error", "writing outputs: " + one_line(error), outcome.seconds)
-    rows[outcome.case.case_id] = case_row(outcome, loaded, names["labels"])
+    rows[outcome.case.case_id] = case_row(outcome, loaded, names["labels"], options.settings)
     tables.write_table(own_table, tables.ordered(rows, order))
     for kind in written:
         if outcome.ok:
@@ -190,6 +228,15 @@ def _write_case(outcome: CaseResult, loaded: LoadedModel, options: CohortOptions
         else:
             (partial / names[kind]).unlink(missing_ok=True)
     return outcome
+
+
+def _not_a_series(case: Case) -> str | None:
+    """Why ``case`` cannot get a DICOM SEG (the one-line reason of its error row), or None."""
+    try:
+        check_series_input(case.path)
+    except InputError as error:
+        return one_line(error)
+    return None
 
 
 def _finish_tables(worker: Worker, output_dir: Path, order: list[str]) -> None:

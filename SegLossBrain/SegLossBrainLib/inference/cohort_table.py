@@ -16,21 +16,42 @@ from pathlib import Path
 from ..imageio.atomic import open_atomic
 from ..imageio.volumes import InputError
 from ..labels import load_label_table
+from ..postprocessing import hemispheres
+from ..postprocessing.hemispheres import SIDE_COLUMNS
 
 TABLE_NAME = "volumes.csv"
 ICV_COLUMN = "intracranial_volume_ml"
 _FIXED_COLUMNS = ["case_id", "input", "status", "reason", "qc", "seconds", "model", "model_sha256", "labels",
-                  "finished"]
+                  "settings", "finished"]
 
 
-def structure_column(name: str) -> str:
-    """``cerebral white matter`` -> ``cerebral_white_matter_ml``: a column name that R and pandas take as is."""
-    return name.replace(" ", "_").replace("-", "_") + "_ml"
+def structure_column(name: str, column: str = "ml") -> str:
+    """``cerebral white matter`` -> ``cerebral_white_matter_ml`` (or ``_left_ml`` ... for ``column``): a column
+    name that R and pandas take as is."""
+    return name.replace(" ", "_").replace("-", "_") + "_" + column
 
 
-def columns() -> list[str]:
+def _side_columns() -> list[str]:
+    """``thalamus_left_ml``, ``thalamus_right_ml``, ``thalamus_asymmetry_index``, ... for the paired structures."""
+    return [structure_column(s.name, column) for s in load_label_table().structures if s.paired
+            for column in SIDE_COLUMNS]
+
+
+def side_cells(side_volumes_ml: dict) -> dict[str, str]:
+    """A case's left/right columns (none without left/right), with ``segment --volumes``'s cells."""
     table = load_label_table()
-    return _FIXED_COLUMNS + [structure_column(s.name) for s in table.structures if s.index > 0] + [ICV_COLUMN]
+    names = [s.name for s in table.structures if s.paired and s.name in side_volumes_ml]
+    cells = [cell for name in names for cell in hemispheres.side_cells(side_volumes_ml, name)]
+    columns = [structure_column(name, column) for name in names for column in SIDE_COLUMNS]
+    return dict(zip(columns, cells))
+
+
+def columns(rows: list[dict] = ()) -> list[str]:
+    """The table's columns; the left/right ones after the intracranial volume when any row has them."""
+    table = load_label_table()
+    fixed = _FIXED_COLUMNS + [structure_column(s.name) for s in table.structures if s.index > 0] + [ICV_COLUMN]
+    sides = _side_columns()
+    return fixed + (sides if any(row.get(sides[0]) for row in rows) else [])
 
 
 def part_name(index: int, count: int) -> str:
@@ -55,7 +76,7 @@ def read_table(path: Path) -> dict[str, dict]:
 def write_table(path: Path, rows: list[dict]) -> None:
     """All rows, atomically (``imageio.atomic``: a temporary file beside it, then rename)."""
     with open_atomic(path, "w", newline="", encoding="utf-8") as out:
-        writer = csv.DictWriter(out, fieldnames=columns(), extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(out, fieldnames=columns(rows), extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         out.flush()

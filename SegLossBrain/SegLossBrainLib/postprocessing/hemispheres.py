@@ -266,3 +266,15 @@ def asymmetry_index(left: float, right: float) -> float:
     """(left - right) / mean of the two: 0 for equal sides, +/-2 when one side is empty; NaN when both are."""
     total = left + right
     return (left - right) / (total / 2) if total > 0 else float("nan")
+
+
+SIDE_COLUMNS = ("left_ml", "right_ml", "asymmetry_index")  # a volumes table's columns for each paired structure
+
+
+def side_cells(side_volumes: dict, name: str) -> list[str]:
+    """The ``SIDE_COLUMNS`` cells of structure ``name`` in a volumes table (``segment --volumes``, the cohort's
+    table): left and right mL and the asymmetry index, or three empty cells for an unpaired structure."""
+    left, right = side_volumes.get(name, (None, None))
+    if left is None:
+        return ["", "", ""]
+    return [f"{left:.3f}", f"{right:.3f}", f"{asymmetry_index(left, right):.4f}"]

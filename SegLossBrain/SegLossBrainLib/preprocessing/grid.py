@@ -24,6 +24,7 @@ import torch
 
 from .grid_constants import NETWORK_SPACING_MM, SIZE_MULTIPLE
 from .intensity import normalise_intensity
+from .output_grid import isotropic_geometry
 
 MAX_GRID_VOXELS = 160  # 240 mm at 1.5 mm: a whole adult head; longer fields of view (neck) are cropped
 MIN_GRID_VOXELS = 64
@@ -274,15 +275,10 @@ def isotropic_grid(image: sitk.Image, spacing: float) -> sitk.Image:
     """An empty image on an isotropic grid of ``spacing`` mm covering ``image``'s field of view (voxel corners
     to voxel corners), with ``image``'s axes: labels mapped onto it come from the same probabilities as on the
     input grid (``probabilities_to_image`` needs the network grid's axes, which are the input's)."""
-    size = np.asarray(image.GetSize())
-    extent = size * np.asarray(image.GetSpacing())  # mm along each input axis
-    voxels = np.maximum(1, np.ceil(extent / spacing - 1e-6)).astype(int)
-    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
-    # Centre the new grid on the old one: its first corner sits (its extent - the old one) / 2 before the old.
-    corner = np.asarray(image.TransformContinuousIndexToPhysicalPoint([-0.5] * 3))
-    start = corner - direction @ ((voxels * spacing - extent) / 2)
-    reference = sitk.Image([int(v) for v in voxels], sitk.sitkUInt8)
+    origin, size = isotropic_geometry(image.GetOrigin(), image.GetSpacing(), image.GetDirection(), image.GetSize(),
+                                      spacing)
+    reference = sitk.Image(list(size), sitk.sitkUInt8)
     reference.SetSpacing([float(spacing)] * 3)
     reference.SetDirection(image.GetDirection())
-    reference.SetOrigin([float(v) for v in start + direction @ np.full(3, spacing / 2)])
+    reference.SetOrigin([float(v) for v in origin])
     return reference
