@@ -24,12 +24,12 @@ def loss_choices():
     product (docs/FINETUNING_RESULTS.md: the synthetic site, same cases and time for each loss)."""
     return [
         ("explog", _("ExpLog"), _("ExpLog (default, the model's own loss): lifted a synthetic site's other scans by "
-                                  "3.3 Dice points in 8 minutes (WCE 2.9, GDL 1.6). Add a validation case: the best "
-                                  "weights on it are kept.")),
-        ("gdl", _("GDL"), _("Generalised Dice, made for strong class imbalance: it learnt the site's small structures "
-                            "but lost elsewhere (+1.6 points overall on a synthetic site) and stopped early.")),
-        ("wce", _("WCE"), _("Weighted cross-entropy: a steady baseline, +2.9 points on a synthetic site's other scans "
-                            "(ExpLog +3.3).")),
+                                  "4.5 Dice points with the default 8 minutes (GDL 4.2, WCE 2.1). Add a validation "
+                                  "case: the best weights on it are kept.")),
+        ("gdl", _("GDL"), _("Generalised Dice, made for strong class imbalance: +4.2 points on a synthetic site's "
+                            "other scans with the defaults, no structure losing (ExpLog +4.5).")),
+        ("wce", _("WCE"), _("Weighted cross-entropy: +2.1 points on a synthetic site's other scans with the defaults "
+                            "(ExpLog +4.5); some structures lost 1.5-2.5 points.")),
     ]
 
 
