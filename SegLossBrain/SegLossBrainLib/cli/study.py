@@ -121,8 +121,9 @@ def _describe(event: dict) -> str | None:
 def run_study_command(args, reporter) -> int:
     from ..device import seed_numpy, set_threads, training_device
     from ..study.report import report_study
-    from ..study.runner import check_settings, load_manifest, record_evaluation_settings, run_study
+    from ..study.runner import check_settings, load_manifest, parse_part, record_evaluation_settings, run_study
 
+    part = parse_part(args.part) if args.part else (1, 1)
     set_threads(args.threads)
     seed_numpy()
     device = training_device(args.device)
@@ -133,11 +134,15 @@ def run_study_command(args, reporter) -> int:
         record_evaluation_settings(args.out, manifest, settings)
     else:
         try:
-            result = run_study(args.out, settings, printer)
+            result = run_study(args.out, settings, printer, part)
         finally:
             printer.close()
         if result["status"] == "stopped":
             print(f"study stopped; run the same command again to continue ({Path(args.out) / 'study.json'})")
+            return 0
+        if result["status"] == "waiting":
+            print(f"study part {args.part} waiting for the other parts; run it again when they have finished "
+                  f"(or --report-only for the runs so far)")
             return 0
     report = report_study(args.out, settings, load_manifest(args.out), printer)
     for line in report["note"]:
@@ -187,4 +192,8 @@ def add_study_commands(commands) -> None:
     study.add_argument("--device", default="auto")
     study.add_argument("--threads", type=int, default=None)
     study.add_argument("--report-only", action="store_true", help="evaluate and write the report; train nothing")
+    study.add_argument("--part", metavar="K/N",
+                       help="train only the K-th of N interleaved shares of the runs, so that N processes (one per "
+                            "core) share one study folder; each part is resumable on its own, and the report is "
+                            "written by the part that finishes last")
     study.set_defaults(handler=run_study_command)

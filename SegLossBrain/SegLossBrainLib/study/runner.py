@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -30,6 +33,42 @@ MANIFEST_VERSION = 2
 # -- manifest -----------------------------------------------------------------------------------------------
 def _write_json(data: dict, path: Path) -> None:
     write_text_atomic(path, json.dumps(data, indent=1, default=float))
+
+
+@contextmanager
+def _manifest_lock(out: Path, wait_s: float = 60.0):
+    """Parts of one study (``--part``) run as separate processes and all write ``study.json``: each write is a
+    read-change-write under this lock file, so no part drops another's records. A lock older than ``wait_s``
+    belongs to a killed process and is taken over."""
+    lock = Path(out) / (MANIFEST + ".lock")
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            break
+        except FileExistsError:
+            if time.monotonic() > deadline:
+                lock.unlink(missing_ok=True)
+                deadline = time.monotonic() + wait_s
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def update_manifest(out, manifest: dict, runs: tuple = (), keys: tuple = ()) -> None:
+    """Write this process's records ``runs`` and top-level ``keys`` of ``manifest`` into ``out/study.json``,
+    keeping what other parts wrote there meanwhile; ``manifest`` gets their records too."""
+    with _manifest_lock(out):
+        on_disk = load_manifest(out) or {key: value for key, value in manifest.items() if key != "runs"}
+        on_disk.setdefault("runs", {})
+        for rid in runs:
+            on_disk["runs"][rid] = manifest["runs"][rid]
+        for key in keys:
+            on_disk[key] = manifest[key]
+        _write_json(on_disk, Path(out) / MANIFEST)
+    manifest.update(on_disk)
 
 
 def load_manifest(out) -> dict | None:
@@ -80,6 +119,8 @@ def open_study(out, settings: StudySettings) -> dict:
     if manifest is not None:
         check_settings(out, manifest, settings)
         manifest["settings"] = _settings_json(settings)  # data paths may have moved (another machine)
+        update_manifest(out, manifest, keys=("settings",))
+        return manifest
     else:
         out.mkdir(parents=True, exist_ok=True)
         table = load_label_table()
@@ -89,7 +130,7 @@ def open_study(out, settings: StudySettings) -> dict:
                     "label_table_version": table.version,
                     "structure_share": structure_shares(settings.label_maps, table),
                     "structure_voxels": structure_voxels(settings, table), "vnet_loss": None, "runs": {}}
-    _write_json(manifest, out / MANIFEST)
+    update_manifest(out, manifest, keys=tuple(key for key in manifest if key != "runs"))
     return manifest
 
 
@@ -98,7 +139,7 @@ def record_evaluation_settings(out, manifest: dict, settings: StudySettings) -> 
     call without the option scores them the same way."""
     if manifest["settings"].get("recalibrate_bn", 0) != settings.recalibrate_bn:
         manifest["settings"]["recalibrate_bn"] = settings.recalibrate_bn
-        _write_json(manifest, Path(out) / MANIFEST)
+        update_manifest(out, manifest, keys=("settings",))
 
 
 def _settings_json(settings: StudySettings) -> dict:
@@ -173,7 +214,7 @@ def _run_one(out: Path, manifest: dict, settings: StudySettings, rid: str, arm: 
                   device=str(trainer.device))
     if result["status"] == "diverged":
         record["diverged_at"] = result["step"] + 1
-    _write_json(manifest, out / MANIFEST)
+    update_manifest(out, manifest, runs=(rid,))
     emit({"event": "run_end", "run": rid, **result})
     return result["status"]
 
@@ -189,18 +230,48 @@ def choose_vnet_loss(out: Path, settings: StudySettings) -> tuple[str, dict]:
     return max(scores, key=scores.get), scores  # ties: the first arm in ARMS order
 
 
-def _run_all(out: Path, manifest: dict, settings: StudySettings, arms: list, statuses: dict, emit) -> bool:
-    """Run ``arms`` at every rate and seed; False when a run was stopped (the study stops with it)."""
-    for rid, arm, lr, seed in planned_runs(settings, arms):
+def parse_part(text: str) -> tuple[int, int]:
+    """``K/N`` (``--part``): this process trains the K-th of N interleaved shares of the planned runs."""
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise StudyError(f"--part must be K/N (e.g. 1/2), got {text!r}") from None
+    if not 1 <= k <= n:
+        raise StudyError(f"--part {text}: K must lie in 1..N")
+    return k, n
+
+
+def share(runs: list, part: tuple[int, int]) -> list:
+    """Part K of N gets every N-th run from the K-th on: the parts advance through seeds and rates together."""
+    k, n = part
+    return runs[k - 1::n]
+
+
+def unfinished_runs(out: Path, settings: StudySettings, runs: list) -> list:
+    """Run ids of ``runs`` that neither reached their last step nor diverged (as recorded by any part)."""
+    recorded = (load_manifest(out) or {}).get("runs", {})
+    left = []
+    for rid, *_ in runs:
+        state = checkpoint_state(out / rid)
+        if recorded.get(rid, {}).get("status") != "diverged" and (state is None or state["step"] < settings.steps):
+            left.append(rid)
+    return left
+
+
+def _run_all(out: Path, manifest: dict, settings: StudySettings, runs: list, statuses: dict, emit) -> bool:
+    """Run ``runs``; False when a run was stopped (the study stops with it)."""
+    for rid, arm, lr, seed in runs:
         statuses[rid] = _run_one(out, manifest, settings, rid, arm, lr, seed, emit)
-        _write_json(manifest, out / MANIFEST)
         if statuses[rid] == "stopped":
             return False
     return True
 
 
-def run_study(out, settings: StudySettings, on_event: Callable[[dict], None] | None = None) -> dict:
-    """Run (or continue) every arm; returns {"status": "finished" | "stopped", "runs": {run id: status}}."""
+def run_study(out, settings: StudySettings, on_event: Callable[[dict], None] | None = None,
+              part: tuple[int, int] = (1, 1)) -> dict:
+    """Run (or continue) every arm, or this process's ``part`` of them; returns {"status": "finished" | "stopped"
+    | "waiting", "runs": {run id: status}}. "waiting": this part is done but the V-Net runs need every part's
+    Wong runs finished, or other parts' runs remain; run this part again (or report) once they are."""
     from .scale import missing
 
     out = Path(out)
@@ -210,15 +281,26 @@ def run_study(out, settings: StudySettings, on_event: Callable[[dict], None] | N
         emit({"event": "log", "kind": "scale", "message": f"{structure} has no voxel at {settings.grid_spacing:g} mm "
                                                           f"in held-out image(s) {', '.join(cases)}"})
     statuses = {}
-    if not _run_all(out, manifest, settings, [a for a in settings.arms if a != VNET], statuses, emit):
+    wong = planned_runs(settings, [a for a in settings.arms if a != VNET])
+    if not _run_all(out, manifest, settings, share(wong, part), statuses, emit):
         return {"status": "stopped", "runs": statuses}
     if VNET in settings.arms:
+        left = unfinished_runs(out, settings, wong)
+        if left:
+            emit({"event": "log", "kind": "waiting", "message": f"the V-Net arm waits for the other parts' runs "
+                                                                f"({', '.join(left)}); run this part again after them"})
+            return {"status": "waiting", "runs": statuses}
         if manifest.get("vnet_loss") is None:  # chosen once: later reruns keep the choice
             manifest["vnet_loss"], manifest["vnet_choice_scores"] = choose_vnet_loss(out, settings)
-            _write_json(manifest, out / MANIFEST)
+            update_manifest(out, manifest, keys=("vnet_loss", "vnet_choice_scores"))
         emit({"event": "vnet_choice", "arm": manifest["vnet_loss"], "scores": manifest.get("vnet_choice_scores")})
-        if not _run_all(out, manifest, settings, [VNET], statuses, emit):
+        if not _run_all(out, manifest, settings, share(planned_runs(settings, [VNET]), part), statuses, emit):
             return {"status": "stopped", "runs": statuses}
+    left = unfinished_runs(out, settings, planned_runs(settings))
+    if left:
+        emit({"event": "log", "kind": "waiting", "message": f"this part is done; the report waits for the other "
+                                                            f"parts' runs ({', '.join(left)})"})
+        return {"status": "waiting", "runs": statuses}
     return {"status": "finished", "runs": statuses}
 
 
