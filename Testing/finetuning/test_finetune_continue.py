@@ -113,3 +113,32 @@ def test_a_single_case_without_validation_stays_small(store, pairs, random_model
     assert result.steps_run == 6 and meta["learning_rate"] == run_module.SINGLE_CASE_LR == 3e-5
     assert any(e.get("kind") == "single_case" and e.get("level") == "warning" for e in events)
     assert meta["validation"]["mode"] == "training case (no held-out case)"
+
+
+def test_a_single_case_version_is_halfway_to_the_base(store, pairs, random_model_file, monkeypatch):
+    """WiSE-FT for one case: the saved weights are base + 0.5 (tuned - base). The same run (same seed, fp32) saved
+    without blending gives 'tuned'; the midpoint is computed here from the two files."""
+    from SegLossBrainLib.finetuning import run as run_module
+
+    monkeypatch.setattr(run_module, "SINGLE_CASE_STEPS", 4)
+    saved = {}
+    for blend in (1.0, 0.5):
+        monkeypatch.setattr(run_module, "SINGLE_CASE_BLEND", blend)
+        events = []
+        result = finetune(config(pairs[:1], random_model_file, name=f"one-{blend:g}", steps=500, validate_every=2,
+                                 max_minutes=0, precision="fp32"), on_event=events.append)
+        network, meta = load_model(result.path)
+        saved[blend] = network.state_dict()
+        assert meta["finetune"]["single_case_blend"] == blend
+        assert any(e.get("kind") == "single_case_blend" for e in events)
+    base = load_model(random_model_file)[0].state_dict()
+    moved = 0
+    for name, start in base.items():
+        if not start.is_floating_point():
+            continue
+        tuned = saved[1.0][name].float()
+        midpoint = start.float() + 0.5 * (tuned - start.float())
+        # files hold float16: compare within its rounding
+        assert torch.allclose(saved[0.5][name].float(), midpoint, rtol=2e-3, atol=1e-4), name
+        moved += int(not torch.equal(tuned, start))
+    assert moved > 0  # the fine-tune did change weights, so the check above is not base == base

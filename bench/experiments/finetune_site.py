@@ -54,6 +54,16 @@ def base_scores(base: Path, tests, table, cache: Path, device: str) -> np.ndarra
     return np.array(stored[key], dtype=np.float64)
 
 
+def blend(base: Path, tuned: Path, alpha: float, out: Path) -> Path:
+    """WiSE-FT (Wortsman et al. 2022): the weights base + alpha * (tuned - base), saved as a model file."""
+    from SegLossBrainLib.finetuning.run import blend_toward_base
+    from SegLossBrainLib.models.files import load_model, save_model
+
+    network, meta = load_model(tuned)
+    blend_toward_base(network, base, alpha)
+    return save_model(network, out, {k: v for k, v in meta.items() if k != "sha256"}, overwrite=True)
+
+
 def parse_value(text: str):
     try:
         return json.loads(text)
@@ -72,6 +82,8 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="where the test scans are segmented (fine-tuning: --set device=...)")
+    parser.add_argument("--blend", default="", help="also score WiSE-FT blends base + a (tuned - base), e.g. 0.5,0.75")
+    parser.add_argument("--keep", help="folder to copy the fine-tuned model into")
     args = parser.parse_args()
 
     import torch
@@ -96,6 +108,20 @@ def main() -> None:
         result = finetune(config, on_event=lambda e: events.append(e) if e.get("event") != "step" else None)
         seconds = time.perf_counter() - started
         after = np.array([dice_scan(str(result.path), i, l, table, args.device) for i, l in tests]) if result.path else before
+        blends = {}
+        for alpha in [float(a) for a in args.blend.split(",") if a] if result.path else []:
+            blended = blend(base, result.path, alpha, Path(store) / f"blend_{alpha}.safetensors")
+            scores = np.array([dice_scan(str(blended), i, l, table, args.device) for i, l in tests])
+            gain = np.nanmean(scores[:, table.scored_indices], 1) - np.nanmean(before[:, table.scored_indices], 1)
+            blends[alpha] = {"diff_points": round(100 * float(gain.mean()), 2),
+                             "per_scan_points": [round(100 * float(g), 2) for g in gain],
+                             "per_structure_after": {table.names[i]: round(float(np.nanmean(scores[:, i])), 4)
+                                                     for i in table.scored_indices}}
+        if args.keep and result.path:
+            import shutil
+            Path(args.keep).mkdir(parents=True, exist_ok=True)
+            for path in (result.path, result.path.with_suffix(".json")):
+                shutil.copy2(path, Path(args.keep) / path.name)
 
     scored = table.scored_indices
     mean_before, mean_after = np.nanmean(before[:, scored], 1), np.nanmean(after[:, scored], 1)
@@ -114,9 +140,12 @@ def main() -> None:
         "per_scan_before_after": [[round(float(b), 4), round(float(a), 4)] for b, a in zip(mean_before, mean_after)],
         "per_structure_before_after": per_structure,
         "validations": [{"step": e.get("step"), "mean": e.get("mean")} for e in events if e.get("event") == "validation"],
+        "blends": blends,
     }
     out.write_text(json.dumps(summary, indent=1))
-    print(json.dumps({k: v for k, v in summary.items() if k not in ("per_structure_before_after",)}, indent=None))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("per_structure_before_after", "blends")}, indent=None))
+    for alpha, row in blends.items():
+        print(f"blend {alpha}: {row['diff_points']:+.2f} points, per scan {row['per_scan_points']}")
     worst = sorted(per_structure.items(), key=lambda kv: kv[1][1] - kv[1][0])[:4]
     print("largest losses:", ", ".join(f"{n} {100 * (a - b):+.1f}" for n, (b, a) in worst))
 

@@ -14,13 +14,13 @@ from ..device import fast_precision
 from ..labels import load_label_table
 from ..losses import label_weights_from_frequencies
 from ..models import store as model_store
-from ..models.files import read_metadata
+from ..models.files import load_model, read_metadata
 from ..training.labelled_scans import PairSampler
 from ..training.trainer import WEIGHTED_LOSSES, Trainer, TrainingConfig
 from . import unfinished
 from .budget import PROBE_STEPS, StepPlan, plan_steps
-from .config import (SINGLE_CASE_LR, SINGLE_CASE_STEPS, EventCallback, FinetuneConfig, FinetuneError,
-                     FinetuneResult)
+from .config import (SINGLE_CASE_BLEND, SINGLE_CASE_LR, SINGLE_CASE_STEPS, EventCallback, FinetuneConfig,
+                     FinetuneError, FinetuneResult)
 from .validator import Validator, ValidationMode, focus_masks
 
 CHECKPOINT_EVERY = 50  # steps between checkpoints of the working folder, at most (and at every validation)
@@ -195,7 +195,15 @@ def _conclude(run: Run, trainer: Trainer, validator: Validator, before: dict, st
         run.log(f"{status} before any validation after step 0: no new version written; the base model is unchanged")
         return FinetuneResult(status, None, run.save_name, trainer.step, None, _public(before), None, None)
     trainer.network.load_state_dict(best["state"])  # the last good (best validated) weights
-    after = best["result"]
+    after, blend = best["result"], None
+    if run.mode is ValidationMode.TRAINING_CASE and config.single_case_limit:
+        blend = SINGLE_CASE_BLEND
+        blend_toward_base(trainer.network, run.base_path, blend)
+        after = validator.evaluate(trainer.network)
+        run.log(f"one case and no held-out case: the new version is {blend:g} of the way from the base model to the "
+                f"fine-tuned weights (Dice on the training case {best['result']['mean']} fine-tuned, "
+                f"{after['mean']} saved), which keeps most of what the case teaches and limits what other scans "
+                "lose", kind="single_case_blend")
     if after["score"] < before["score"]:
         run.log(f"validation Dice fell from {before['mean']} to {after['mean']} with fine-tuning; keep using the "
                 "current model unless the validation case is unrepresentative", level="warning")
@@ -214,7 +222,7 @@ def _conclude(run: Run, trainer: Trainer, validator: Validator, before: dict, st
                      "best_step": best["step"], "planned_steps": trainer.config.steps,
                      "max_minutes": config.max_minutes, "validate_every": trainer.config.validate_every,
                      "focus_errors": config.focus_errors, "precision": precision,
-                     "single_case_limit": config.single_case_limit,
+                     "single_case_limit": config.single_case_limit, "single_case_blend": blend,
                      "patience": trainer.config.patience, "freeze_encoder": config.freeze_encoder,
                      "freeze_batchnorm": config.freeze_batchnorm, "input_noise": config.input_noise,
                      "augment": config.augment, "resample_labels": config.resample_labels, "seed": config.seed,
@@ -226,6 +234,17 @@ def _conclude(run: Run, trainer: Trainer, validator: Validator, before: dict, st
     run.log(f"saved {run.save_name} (weights of step {best['step']}) to {path}")
     return FinetuneResult(status, path, run.save_name, trainer.step, best["step"], _public(before), _public(after),
                           read_metadata(path))
+
+
+def blend_toward_base(network, base_path: Path, alpha: float) -> None:
+    """Set ``network``'s weights to base + alpha * (weights - base) (WiSE-FT, Wortsman et al., CVPR 2022);
+    integer buffers (BatchNorm's batch counts) are left as they are."""
+    base = load_model(base_path)[0].state_dict()
+    state = {}
+    for name, value in network.state_dict().items():
+        start = base[name].to(value.device, value.dtype)
+        state[name] = start + alpha * (value - start) if value.is_floating_point() else value
+    network.load_state_dict(state)
 
 
 def _minutes(seconds: float) -> str:
