@@ -24,12 +24,12 @@ def loss_choices():
     product (docs/FINETUNING_RESULTS.md: the synthetic site, same cases and time for each loss)."""
     return [
         ("explog", _("ExpLog"), _("ExpLog (default, the model's own loss): lifted a synthetic site's other scans by "
-                                  "4.5 Dice points with the default 8 minutes (GDL 4.2, WCE 2.1). Add a validation "
+                                  "4.5 Dice points with the default 8 minutes (GDL 4.2, WCE 4.2). Add a validation "
                                   "case: the best weights on it are kept.")),
         ("gdl", _("GDL"), _("Generalised Dice, made for strong class imbalance: +4.2 points on a synthetic site's "
                             "other scans with the defaults, no structure losing (ExpLog +4.5).")),
-        ("wce", _("WCE"), _("Weighted cross-entropy: +2.1 points on a synthetic site's other scans with the defaults "
-                            "(ExpLog +4.5); some structures lost 1.5-2.5 points.")),
+        ("wce", _("WCE"), _("Weighted cross-entropy, with label weights gentler than in training: +4.2 points on a "
+                            "synthetic site's other scans with the defaults, no structure losing (ExpLog +4.5).")),
     ]
 
 

@@ -358,3 +358,20 @@ def test_cli_finetune_progress_json_and_exit_codes(store, pairs, random_model_fi
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("seglossbrain: error:"), err
     assert store_files(store) == ["cli-v1.json", "cli-v1.safetensors"]
+
+
+def test_wce_fine_tunes_with_gentler_weights_than_the_base_recorded(store, pairs, tmp_path):
+    """The base records its label weights: ExpLog fine-tunes with them as they are, WCE with their fourth root
+    (inverse frequency to the power 0.125 instead of Wong et al.'s 0.5)."""
+    from SegLossBrainLib.models.files import save_model
+    from SegLossBrainLib.networks import build_network
+
+    recorded = [1.0 + 3.0 * i for i in range(20)]  # 1, 4, 7, ..., 58
+    base = tmp_path / "weighted.safetensors"
+    torch.manual_seed(0)
+    save_model(build_network("wong2018"), base, {"loss": {"name": "explog", "label_weights": recorded}})
+    for loss, expected, source in (("explog", recorded, "base model"),
+                                   ("wce", [w ** 0.25 for w in recorded], "base model, to the power 0.25")):
+        result = finetune(config(pairs, base, name=f"w-{loss}", loss=loss, steps=2))
+        meta = load_model(result.path)[1]["loss"]
+        assert meta["label_weights"] == pytest.approx(expected) and meta["label_weights_from"] == source

@@ -19,8 +19,8 @@ from ..training.labelled_scans import PairSampler
 from ..training.trainer import WEIGHTED_LOSSES, Trainer, TrainingConfig
 from . import unfinished
 from .budget import PROBE_STEPS, StepPlan, plan_steps
-from .config import (SINGLE_CASE_BLEND, SINGLE_CASE_LR, SINGLE_CASE_STEPS, EventCallback, FinetuneConfig,
-                     FinetuneError, FinetuneResult)
+from .config import (SINGLE_CASE_BLEND, SINGLE_CASE_LR, SINGLE_CASE_STEPS, WCE_WEIGHT_EXPONENT, EventCallback,
+                     FinetuneConfig, FinetuneError, FinetuneResult)
 from .validator import Validator, ValidationMode, focus_masks
 
 CHECKPOINT_EVERY = 50  # steps between checkpoints of the working folder, at most (and at every validation)
@@ -52,12 +52,21 @@ class Run:
 
 
 def _label_weights(config: FinetuneConfig, params: dict, base_meta: dict, sampler: PairSampler, table) -> tuple:
-    if config.loss.strip().lower() not in WEIGHTED_LOSSES or "label_weights" in params:
+    """(label weights, where they came from): given ones; else the base model's (a consistent objective); else
+    Wong et al.'s from the training labels. WCE alone takes them to the power WCE_WEIGHT_EXPONENT (config.py)."""
+    loss = config.loss.strip().lower()
+    if loss not in WEIGHTED_LOSSES or "label_weights" in params:
         return params.get("label_weights"), "given" if "label_weights" in params else None
     recorded = (base_meta.get("loss") or {}).get("label_weights")
     if isinstance(recorded, list) and len(recorded) == table.num_classes:
-        return recorded, "base model"  # the weights the base was trained with: a consistent objective
-    return label_weights_from_frequencies(sampler.label_frequencies(table.num_classes)).tolist(), "training labels"
+        weights, source = recorded, "base model"
+    else:
+        weights = label_weights_from_frequencies(sampler.label_frequencies(table.num_classes)).tolist()
+        source = "training labels"
+    if loss == "wce":
+        weights = [float(w) ** WCE_WEIGHT_EXPONENT for w in weights]
+        source += f", to the power {WCE_WEIGHT_EXPONENT:g}"
+    return weights, source
 
 
 def _new_record(run: Run, before: dict, validation_s: float) -> dict:
