@@ -113,3 +113,14 @@ def test_the_cli_trains_with_a_labelled_scan_and_frozen_batchnorm(tmp_path, scen
     config = json.loads(torch.load(tmp_path / "run" / "last.pt", weights_only=True)["config"])
     assert config["labelled_scans"] == [[image, labels]]
     assert config["labelled_fraction"] == 0.25 and config["freeze_batchnorm"] is True
+
+
+def test_the_cli_trains_on_soft_labels_and_records_it(tmp_path, scene, capsys):
+    label_map, (image, labels) = scene
+    code = main(["train", "--label-maps", label_map, "--validation-maps", "none.nii.gz", "--run-dir",
+                 str(tmp_path / "run"), "--labelled-scan", f"{image},{labels}", "--labelled-fraction", "0.9",
+                 "--soft-labels", "--steps", "3", "--validate-every", "3", "--patch-size", "32", "--threads", "1"])
+    assert code == 0, capsys.readouterr().err
+    assert read_metadata(tmp_path / "run" / "latest.safetensors")["soft_labels"] is True
+    losses = [json.loads(line)["loss"] for line in open(tmp_path / "run" / "log.jsonl")]
+    assert len(losses) == 3 and all(np.isfinite(losses))

@@ -35,7 +35,7 @@ def run_train(args, reporter) -> int:
         validate_every=args.validate_every, seed=args.seed, device=training_device(args.device),
         init_weights=args.init_weights, precision=args.precision, freeze_batchnorm=args.freeze_batchnorm,
         labelled_scans=[image_labels_pair(p) for p in args.labelled_scan or []],
-        labelled_fraction=args.labelled_fraction,
+        labelled_fraction=args.labelled_fraction, soft_labels=args.soft_labels,
     )
     printer = StepPrinter(reporter, "training", _describe)
     if args.resume and not reporter.json_lines:
@@ -85,6 +85,9 @@ def add_training_commands(commands) -> None:
                             "the synthetic brains (repeatable): teaches the labels' convention, e.g. FreeSurfer's")
     train.add_argument("--labelled-fraction", type=float, default=0.5,
                        help="share of training batches drawn from the --labelled-scan cases (default 0.5)")
+    train.add_argument("--soft-labels", action="store_true",
+                       help="train on the --labelled-scan labels as each structure's share of every 1.5 mm voxel "
+                            "(partial volume) instead of the nearest label")
     train.add_argument("--freeze-batchnorm", action="store_true",
                        help="keep the BatchNorm running statistics of --init-weights (as fine-tuning does)")
     train.set_defaults(handler=run_train)

@@ -16,6 +16,7 @@ class TrainingConfig:
     real_pairs: list = field(default_factory=list)  # [(image path, aseg path, name)]: real validation
     labelled_scans: list = field(default_factory=list)  # [(image path, labels path)]: real scans trained on too
     labelled_fraction: float = 0.5  # share of batches drawn from labelled_scans when there are any
+    soft_labels: bool = False  # labelled_scans' targets as structure shares on the network grid (partial volume)
     architecture: str = "wong2018"
     loss: str = "explog"
     loss_params: dict = field(default_factory=dict)

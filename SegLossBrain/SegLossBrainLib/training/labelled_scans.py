@@ -5,7 +5,9 @@ FreeSurfer aseg values (``LabelTable.to_index_labels``; unfit values are listed)
 structures, and must share the image's grid unless ``resample_labels`` (nearest neighbour onto the image,
 logged). The image then goes to the network grid exactly as at inference (``plan_network_grid`` +
 ``to_network`` of ``preprocessing/grid.py``) and the labels follow it by nearest neighbour, so the network is
-fine-tuned on what it will see when segmenting.
+fine-tuned on what it will see when segmenting. With ``soft_labels`` the pair also keeps soft targets
+(``soft_targets``): each structure's share of every network voxel, since a 1 mm labelmap on the 1.5 mm grid
+is partial volume at every boundary, which nearest neighbour turns into a staircase.
 
 ``PairSampler`` has the synthetic generator's ``batch(batch_size, rng)`` interface, so the training loop
 (``training/trainer.py``) runs it unchanged. Augmentation is light on purpose (a few real cases, a model already trained on heavy
@@ -52,6 +54,7 @@ class TrainingPair:
     image: torch.Tensor  # [1, D, H, W] float32 in [0, 1] on the network grid
     labels: torch.Tensor  # [D, H, W] int64 structure indices on the network grid
     structures: list  # structure indices present (background excluded)
+    soft: torch.Tensor | None = None  # [C, D, H, W] float16 structure shares on the network grid (soft_labels)
 
     def fingerprint(self) -> dict:
         return {"case": self.name, "image": Path(self.image_path).name, "image_sha256": self.image_sha256,
@@ -146,9 +149,27 @@ def _check_structures(present: list[int], path, table, where: str = "") -> None:
                          "everything unlabelled is learnt as background")
 
 
+def soft_targets(labels: sitk.Image, reference: sitk.Image, num_classes: int) -> torch.Tensor:
+    """[C, D, H, W] float16: each structure's share of every voxel of ``reference``'s grid, from a labelmap of
+    structure indices on a finer grid. Each structure's 0/1 mask is resampled linearly; from 1 mm onto 1.5 mm
+    the linear (tent) kernel spans two source voxels, close to the 1.5 mm voxel's own extent, so the value is
+    about the share of the voxel the structure covers. Outside the labelmap is background; shares sum to 1."""
+    array = sitk.GetArrayViewFromImage(labels)
+    shares = []
+    for index in range(num_classes):
+        mask = sitk.GetImageFromArray((array == index).astype(np.float32))
+        mask.CopyInformation(labels)
+        outside = 1.0 if index == 0 else 0.0
+        shares.append(sitk.GetArrayFromImage(sitk.Resample(mask, reference, sitk.Transform(), sitk.sitkLinear,
+                                                           outside, sitk.sitkFloat32)))
+    result = torch.from_numpy(np.stack(shares)).clamp_(0, 1)
+    return (result / result.sum(0, keepdim=True).clamp_min(1e-6)).half()
+
+
 def load_pair(image_path, labels_path, resample_labels: bool = False,
-              log: Callable[[str], None] | None = None) -> TrainingPair:
-    """Read, check and bring one (image, labelmap) pair to the network grid."""
+              log: Callable[[str], None] | None = None, soft_labels: bool = False) -> TrainingPair:
+    """Read, check and bring one (image, labelmap) pair to the network grid (with ``soft_labels``, also the
+    soft targets of ``soft_targets``)."""
     log = log or (lambda message: None)
     table = load_label_table()
     image = read_image(image_path)
@@ -176,9 +197,10 @@ def load_pair(image_path, labels_path, resample_labels: bool = False,
     if len(present) < FEW_STRUCTURES:
         log(f"{Path(labels_path).name}: only {len(present)} of {table.num_classes - 1} structures labelled; the "
             "others will be learnt as background there")
+    soft = soft_targets(labels, network_grid.reference_image(), table.num_classes) if soft_labels else None
     return TrainingPair(case_name(image_path), str(image_path), str(labels_path), fingerprint(image_path),
                         fingerprint(labels_path), convention, tensor.float(), torch.from_numpy(array.astype(np.int64)),
-                        present)
+                        present, soft)
 
 
 def _points(mask: torch.Tensor) -> torch.Tensor:
@@ -258,13 +280,18 @@ class PairSampler:
         index = int(torch.randint(len(self.pairs), (1,), generator=rng))
         pair, start = self.pairs[index], self._start(index, rng)
         image = _crop_or_pad(pair.image, start, self.patch_size, 0.0)
-        labels = _crop_or_pad(pair.labels, start, self.patch_size, 0)
+        if pair.soft is None:
+            labels = _crop_or_pad(pair.labels, start, self.patch_size, 0)
+        else:  # shares; padding is background
+            labels = _crop_or_pad(pair.soft, start, self.patch_size, 0.0).float()
+            labels[0] = (1.0 - labels[1:].sum(0)).clamp_(min=0.0)
         if self.augment:
             image, labels = self._augment(image, labels, rng)
         return image.contiguous(), labels.contiguous()
 
     def batch(self, batch_size: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``batch_size`` patches: images [B, 1, D, H, W], targets [B, D, H, W] (int64)."""
+        """``batch_size`` patches: images [B, 1, D, H, W], targets [B, D, H, W] (int64), or [B, C, D, H, W]
+        (float32 shares) for pairs loaded with soft labels."""
         samples = [self.sample(rng) for _ in range(batch_size)]
         return torch.stack([s[0] for s in samples]), torch.stack([s[1] for s in samples])
 

@@ -34,7 +34,9 @@ class MixedSampler:
         return source.batch(batch_size, rng)
 
 
-def mixed_sampler(synthetic, scans: list, patch_size, labelled_fraction: float, log=None) -> tuple:
-    """(sampler, loaded pairs) for ``scans`` = [(image path, labels path)] mixed into ``synthetic``."""
-    pairs = [load_pair(image, labels, log=log) for image, labels in scans]
+def mixed_sampler(synthetic, scans: list, patch_size, labelled_fraction: float, log=None,
+                  soft_labels: bool = False) -> tuple:
+    """(sampler, loaded pairs) for ``scans`` = [(image path, labels path)] mixed into ``synthetic``; with
+    ``soft_labels`` the real scans' targets are structure shares (``labelled_scans.soft_targets``)."""
+    pairs = [load_pair(image, labels, log=log, soft_labels=soft_labels) for image, labels in scans]
     return MixedSampler(synthetic, PairSampler(pairs, patch_size), labelled_fraction), pairs

@@ -110,7 +110,7 @@ class Trainer:
         self.labelled = []  # real labelled scans mixed into the synthetic brains (mixed_sampler.py)
         if config.labelled_scans and generator is None:
             self.generator, self.labelled = mixed_sampler(self.generator, config.labelled_scans, config.patch_size,
-                                                          config.labelled_fraction)
+                                                          config.labelled_fraction, soft_labels=config.soft_labels)
         self.network = build_network(config.architecture, num_classes=self.table.num_classes).to(self.device)
         if config.input_noise_std is not None:
             if not hasattr(self.network, "noise_std"):
@@ -231,7 +231,8 @@ class Trainer:
             "patch_size": list(self.config.patch_size),
             "training_data": [Path(p).name for p in self.config.label_maps],
             **({"labelled_scans": [pair.fingerprint() for pair in self.labelled],
-                "labelled_fraction": self.config.labelled_fraction} if self.labelled else {}),
+                "labelled_fraction": self.config.labelled_fraction,
+                "soft_labels": self.config.soft_labels} if self.labelled else {}),
             "freeze_batchnorm": self.config.freeze_batchnorm,
             "synthesis": self.config.synthesis,
             "wall_time_s": round(self.elapsed, 1),
