@@ -153,7 +153,7 @@ def test_pairs_table_starts_with_the_segmented_case_and_loss_settings_follow_the
     assert ui.fineTuneExpLogWidget.visible and "Add a validation case" in ui.fineTuneLossComboBox.toolTip
     ui.fineTuneLossComboBox.currentIndex = 1
     ui.fineTuneLossComboBox.currentIndexChanged.emit(1)
-    assert not ui.fineTuneExpLogWidget.visible and "imbalance" in ui.fineTuneLossComboBox.toolTip
+    assert not ui.fineTuneExpLogWidget.visible and "Generalised Dice" in ui.fineTuneLossComboBox.toolTip
     assert panel.panel.options().loss_params == {}
     ui.fineTuneRemovePairButton.clicked.emit()
     assert len(panel.panel.pairs()) == 1
