@@ -5,7 +5,8 @@
 Prints, per set (held-out synthetic, real) and learning rate:
   1. each arm's mean Dice of the 17 scored structures, per seed and overall, and its fall from 1e-3 to 1e-4;
   2. the same for the smallest scored structures only (the paper's claim is about them);
-  3. paired differences between chosen pairs of arms (a unit is one image scored by one seed's run).
+  3. paired differences between chosen pairs of arms (a unit is one image scored by one seed's run; only the
+     units both arms have are compared).
 """
 import argparse
 import csv
@@ -14,7 +15,8 @@ import math
 
 SMALL = ("inferior lateral ventricle", "3rd ventricle", "4th ventricle", "accumbens", "pallidum", "amygdala")
 PAIRS = (("explog", "dice"), ("explog", "wce"), ("explog", "gdl"), ("explog", "explog_g1"),
-         ("explog", "explog_g2"), ("explog", "logdice"), ("explog", "dice_ce"), ("wce", "gdl"))
+         ("explog", "explog_g2"), ("explog", "logdice"), ("explog", "dice_ce"), ("wce", "gdl"),
+         ("vnet", "dice"))
 
 
 def load(path):
