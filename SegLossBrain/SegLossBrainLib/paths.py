@@ -20,6 +20,9 @@ DATA_ENV = "SEGLOSSBRAIN_DATA"
 MODEL_STORE_ENV = "SEGLOSSBRAIN_MODEL_STORE"
 LABEL_MAPS = "synthseg_label_maps"  # sub-folder of the data folder
 REAL_DEV = "real_dev"  # sub-folder of the data folder
+BRAIN_LABEL_MAPS = "fs_label_maps"  # sub-folder: brain-only maps drawn FreeSurfer's way
+# Held out of training before any result was seen, one of each tool: FreeSurfer 6 and FastSurfer
+HELD_OUT_BRAIN_MAPS = ("bcbl_sub-01_fs6_aseg.nii.gz", "oasis_OAS_0004-1_fastsurfer_aseg.nii.gz")
 HELD_OUT_MAPS = ("training_seg_19.nii.gz", "training_seg_20.nii.gz")  # never trained on: synthetic validation
 VALIDATION_SIZE = (112, 144, 112)  # the whole brain at 1.5 mm: the grid of held-out synthetic images
 # (case, image, aseg) in REAL_DEV: reported during training and in the model card, never used to choose

@@ -19,7 +19,8 @@ from ..labels import CSF_INDEX, LabelError, load_label_table
 # Values the training maps carry besides the label table's aseg values (data README): lesions 25/57 are in
 # the table already (as white matter), vessels and the 5th ventricle are not; 136/137/163/164 and the
 # 500-series are non-brain head tissues. All of them keep their own intensity class during generation.
-_EXTRA_BRAIN_VALUES = (25, 57, 30, 62, 72)
+# FreeSurfer's own asegs (the brain-only maps of fs_label_maps/) add 80, non-white-matter hypointensities.
+_EXTRA_BRAIN_VALUES = (25, 57, 30, 62, 72, 80)
 _EXTRA_NONBRAIN_VALUES = (136, 137, 163, 164)
 _NONBRAIN_SERIES = range(500, 600)
 _MAX_CODES = 256  # codes are stored as uint8 to keep 20 whole-head maps small on a GPU
@@ -112,7 +113,8 @@ class LabelMapSource:
             shown = ", ".join(str(v) for v in unknown[:30]) + (" ..." if len(unknown) > 30 else "")
             raise LabelError(
                 f"{name}: label values {shown} are not known generation labels (FreeSurfer aseg values of the label "
-                "table, 25/57 lesions, 30/62 vessels, 72 5th ventricle, 136/137/163/164 and 500-599 non-brain); "
+                "table, 25/57 lesions, 30/62 vessels, 72 5th ventricle, 80 hypointensities, 136/137/163/164 and 500-599 "
+                "non-brain); "
                 "relabel them, or pass unknown_labels='background' to treat them as background air."
             )
         values = np.array([0] + [int(v) for v in present if v != 0 and int(v) not in unknown], dtype=np.int64)

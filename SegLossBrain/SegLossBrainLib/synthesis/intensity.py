@@ -32,7 +32,7 @@ _T1_POSITION_GROUPS = (
     ((2, 41, 251, 252, 253, 254, 255), (1.95, 2.05)),  # cerebral white matter, corpus callosum
     ((7, 46), (1.8, 2.0)),  # cerebellar white matter
     ((85,), (1.6, 2.0)),  # optic chiasm
-    ((25, 57, 77), (0.6, 1.5)),  # lesions, white matter hypointensities
+    ((25, 57, 77, 80), (0.6, 1.5)),  # lesions, (non-)white matter hypointensities
 )
 T1_POSITIONS = {value: bounds for values, bounds in _T1_POSITION_GROUPS for value in values}
 _DARK_BACKGROUND = (0.0, 0.1)

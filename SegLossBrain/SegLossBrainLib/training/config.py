@@ -13,6 +13,8 @@ class TrainingConfig:
     label_maps: list  # training label maps (paths)
     run_dir: str
     validation_maps: list = field(default_factory=list)  # held-out label maps: synthetic validation
+    brain_label_maps: list = field(default_factory=list)  # brain-only maps drawn FreeSurfer's way (paths)
+    brain_maps_share: float = 0.5  # share of synthetic batches drawn from brain_label_maps when there are any
     real_pairs: list = field(default_factory=list)  # [(image path, aseg path, name)]: real validation
     labelled_scans: list = field(default_factory=list)  # [(image path, labels path)]: real scans trained on too
     labelled_fraction: float = 0.5  # share of batches drawn from labelled_scans when there are any
@@ -59,6 +61,8 @@ class TrainingConfig:
             raise ValueError(f"optimizer must be adam or nadam, got {self.optimizer!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"learning-rate schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.brain_label_maps and not 0 < self.brain_maps_share < 1:
+            raise ValueError(f"brain-only maps' share must lie strictly between 0 and 1, got {self.brain_maps_share}")
         if self.labelled_scans and not 0 < self.labelled_fraction < 1:
             raise ValueError(f"labelled fraction must lie strictly between 0 and 1, got {self.labelled_fraction}")
         if self.warmup_steps < 0:

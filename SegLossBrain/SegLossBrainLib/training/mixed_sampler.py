@@ -34,6 +34,25 @@ class MixedSampler:
         return source.batch(batch_size, rng)
 
 
+class SyntheticMixture:
+    """Synthetic brains from two groups of label maps: full-head maps (the anatomy around the brain, so
+    skull-on images stay covered) and brain-only maps drawn FreeSurfer's way (``fs_label_maps/``: the labelling
+    convention users compare with). Each batch comes whole from the brain-only generator with probability
+    ``brain_share``. ``sources`` are the full-head generator's: the loss's label weights stay those of the
+    maps the base model was trained with, so a continued run does not change its weighting."""
+
+    def __init__(self, full_head, brain_only, brain_share: float):
+        if not 0.0 < brain_share < 1.0:
+            raise ValueError(f"the brain-only maps' share must lie strictly between 0 and 1, got {brain_share}; "
+                             "leave out the brain-only maps for full-head maps only")
+        self.full_head, self.brain_only, self.brain_share = full_head, brain_only, brain_share
+        self.sources = full_head.sources
+
+    def batch(self, batch_size: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        source = self.brain_only if float(torch.rand(1, generator=rng)) < self.brain_share else self.full_head
+        return source.batch(batch_size, rng)
+
+
 def mixed_sampler(synthetic, scans: list, patch_size, labelled_fraction: float, log=None,
                   soft_labels: bool = False) -> tuple:
     """(sampler, loaded pairs) for ``scans`` = [(image path, labels path)] mixed into ``synthetic``; with

@@ -39,7 +39,7 @@ from ..models.files import load_model, save_model
 from ..networks import build_network
 from ..synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
 from .config import TrainingConfig
-from .mixed_sampler import mixed_sampler
+from .mixed_sampler import SyntheticMixture, mixed_sampler
 
 CHECKPOINT_NAME = "last.pt"
 BEST_NAME = "best.safetensors"
@@ -107,6 +107,10 @@ class Trainer:
         self.table = load_label_table()
         settings = SynthesisSettings(**{**config.synthesis, "patch_size": tuple(config.patch_size)})
         self.generator = generator or SyntheticBrainGenerator(config.label_maps, settings, device=self.device)
+        if config.brain_label_maps and generator is None:
+            self.generator = SyntheticMixture(
+                self.generator, SyntheticBrainGenerator(config.brain_label_maps, settings, device=self.device),
+                config.brain_maps_share)
         self.labelled = []  # real labelled scans mixed into the synthetic brains (mixed_sampler.py)
         if config.labelled_scans and generator is None:
             self.generator, self.labelled = mixed_sampler(self.generator, config.labelled_scans, config.patch_size,
@@ -230,6 +234,8 @@ class Trainer:
             "input_noise_std": getattr(self.network, "noise_std", None),
             "patch_size": list(self.config.patch_size),
             "training_data": [Path(p).name for p in self.config.label_maps],
+            **({"brain_label_maps": [Path(p).name for p in self.config.brain_label_maps],
+                "brain_maps_share": self.config.brain_maps_share} if self.config.brain_label_maps else {}),
             **({"labelled_scans": [pair.fingerprint() for pair in self.labelled],
                 "labelled_fraction": self.config.labelled_fraction,
                 "soft_labels": self.config.soft_labels} if self.labelled else {}),
