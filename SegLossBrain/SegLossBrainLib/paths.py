@@ -6,6 +6,8 @@
   data says so and names the variable and the option that replaces it (``--label-maps``, ``--data``).
 * **The split**: the two label maps held out of training (synthetic validation: the best checkpoint is chosen
   on them, and experiments score on them) and the whole-brain grid they are drawn at; the real dev scans.
+* **The site's pairs folder** (corrected cases saved by ``seglossbrain review`` as fine-tuning pairs):
+  ``$SEGLOSSBRAIN_PAIRS`` or ``~/.seglossbrain/pairs``.
 * **The user model store** (fine-tuned versions and the active-model choice):
   ``$SEGLOSSBRAIN_MODEL_STORE`` or ``~/.seglossbrain/models``; ``models/store.py`` alone writes it.
 
@@ -18,6 +20,7 @@ from pathlib import Path
 
 DATA_ENV = "SEGLOSSBRAIN_DATA"
 MODEL_STORE_ENV = "SEGLOSSBRAIN_MODEL_STORE"
+PAIRS_ENV = "SEGLOSSBRAIN_PAIRS"
 LABEL_MAPS = "synthseg_label_maps"  # sub-folder of the data folder
 REAL_DEV = "real_dev"  # sub-folder of the data folder
 BRAIN_LABEL_MAPS = "fs_label_maps"  # sub-folder: brain-only maps drawn FreeSurfer's way
@@ -74,3 +77,7 @@ def split_held_out(maps, held_out_names=HELD_OUT_MAPS) -> tuple[list[str], list[
 
 def user_model_store() -> Path:
     return Path(os.environ.get(MODEL_STORE_ENV, Path.home() / ".seglossbrain" / "models"))
+
+
+def user_pairs_dir() -> Path:
+    return Path(os.environ.get(PAIRS_ENV, Path.home() / ".seglossbrain" / "pairs")).expanduser()

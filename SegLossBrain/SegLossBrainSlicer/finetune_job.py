@@ -129,12 +129,15 @@ class FinetuneJob:
     _active: "FinetuneJob | None" = None  # the one fine-tune of this Slicer session
 
     def __init__(self, pairs: list, options: FinetuneOptions, command_prefix=None, env=None,
-                 grace: float = STOP_GRACE_SECONDS):
-        """``pairs``: [(volume node, segmentation node)]. Checked at :meth:`start`."""
+                 grace: float = STOP_GRACE_SECONDS, extra_args=()):
+        """``pairs``: [(volume node, segmentation node)], checked and written at :meth:`start`; or [(image path,
+        labels path)] of pairs already on disk (the review app's pairs folder), passed to the engine as they are.
+        ``extra_args``: more ``finetune`` options (e.g. ``--patch-size 32``), appended as given."""
         options.check()
         if options.validation_pair is not None and not 0 <= options.validation_pair < len(pairs):
             raise InputProblem(_("The validation case must be one of the pairs."))
         self.pairs, self.options, self.grace = list(pairs), options, grace
+        self.extra_args = [str(a) for a in extra_args]
         self.command_prefix = list(command_prefix) if command_prefix else cli_protocol.engine_command()
         self.env = env if env is not None else cli_protocol.engine_environment()
         self.state = RUNNING
@@ -161,20 +164,27 @@ class FinetuneJob:
 
     def start(self) -> None:
         """Write the pairs and start the engine. InputProblem (nothing started) on bad pairs or a busy session."""
-        from .finetune_pairs import write_pairs
+        from .finetune_pairs import PairFiles, write_pairs
 
         if FinetuneJob.running_job() is not None:
             raise InputProblem(_("A fine-tune is already running. Wait for it to finish or stop it first."))
         self.workdir = Path(tempfile.mkdtemp(prefix="SegLossBrain-finetune-"))
         try:
-            files = [] if self.options.continue_run else write_pairs(self.pairs, self.workdir)
+            if self.options.continue_run:
+                files = []
+            elif self.pairs and all(isinstance(p, (str, Path)) for pair in self.pairs for p in pair):
+                files = [PairFiles(Path(image), Path(labels), Path(image).name, Path(labels).name, [])
+                         for image, labels in self.pairs]
+            else:
+                files = write_pairs(self.pairs, self.workdir)
         except Exception:
             self._cleanup()
             raise
         self.notes = [note for pair in files for note in pair.notes]
         self.pairs = []  # the files hold the data now: do not keep scene nodes alive through this job
         stop_file = self.workdir / STOP_FILE_NAME  # unique: the folder is this job's own
-        argv = self.command_prefix + finetune_arguments([(p.image, p.labels) for p in files], self.options, stop_file)
+        argv = self.command_prefix + finetune_arguments([(p.image, p.labels) for p in files], self.options,
+                                                        stop_file) + self.extra_args
         self._child = ChildProcess(argv, env=self.env, stop_file=stop_file, grace=self.grace)
         FinetuneJob._active = self
         try:

@@ -61,6 +61,23 @@ def set_ijk_to_ras(volume_node, matrix: np.ndarray) -> None:
     volume_node.SetIJKToRASMatrix(vtk_matrix)
 
 
+def ijk_to_ras_from_itk(origin, spacing, direction) -> np.ndarray:
+    """IJK-to-RAS of an ITK/SimpleITK image (origin, spacing and direction in LPS, as files store them)."""
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.asarray(direction, float).reshape(3, 3) * np.asarray(spacing, float)
+    matrix[:3, 3] = origin
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ matrix
+
+
+def add_volume_node(scene, name: str, array: np.ndarray, matrix: np.ndarray, label: bool = False):
+    """A volume node in ``scene`` holding a copy of ``array`` (k, j, i) with IJK-to-RAS ``matrix``, displayed."""
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode" if label else "vtkMRMLScalarVolumeNode", name)
+    node.SetAndObserveImageData(image_from_array(array))
+    set_ijk_to_ras(node, matrix)
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
 def isotropic_grid_node(volume_node, spacing: float):
     """A bare volume node on the grid the engine writes its labels on with ``--output-spacing spacing``: the
     engine's own ``isotropic_geometry`` for this volume (never added to a scene, no voxels allocated). Built from

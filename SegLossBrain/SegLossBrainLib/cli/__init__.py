@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from . import batch, evaluate, finetune, models, segment, study, training
+from . import batch, evaluate, finetune, models, review, segment, study, training
 from .common import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, Reporter
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILURE", "EXIT_OK", "build_parser", "main"]
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_finetune_command(commands)
     models.add_models_command(commands)
     study.add_study_commands(commands)
+    review.add_review_command(commands)
     return parser
 
 
