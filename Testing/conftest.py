@@ -110,7 +110,7 @@ def labels_network(monkeypatch):
         return original(image, grid)
 
     def install(labels: sitk.Image):
-        def predict(network, tensor, device, tta=False):
+        def predict(network, tensor, device, tta=False, precision=None):
             reference = planned["grid"].reference_image()
             on_grid = sitk.Resample(labels, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
             array = torch.from_numpy(sitk.GetArrayFromImage(on_grid).astype(np.int64))

@@ -41,9 +41,15 @@ def seed_numpy(seed: int = 0) -> None:
     np.random.seed(seed)
 
 
+PRECISIONS = ("auto", "fp32", "bf16")  # the --precision choices of every command
+
+
 def fast_precision(device: torch.device) -> str:
     """``bf16`` where bf16 autocast is native and about 2x faster (CUDA GPUs that support it, CPUs with
-    AVX512-BF16/AMX), else ``fp32``: emulated bf16 on an older CPU is slower than fp32 (BENCHMARKS.md)."""
+    AVX512-BF16/AMX), else ``fp32``: emulated bf16 on an older CPU is slower than fp32 (BENCHMARKS.md; a small
+    bf16 conv step took 3.3 s against 0.5 s in fp32 on an AVX2-only CPU). oneDNN's check honours
+    ``ONEDNN_MAX_CPU_ISA`` (``AVX2`` makes an AVX-512 machine answer as an AVX2-only one)."""
+    device = torch.device(device)
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     if device.type == "cpu":
@@ -52,3 +58,13 @@ def fast_precision(device: torch.device) -> str:
         except (AttributeError, RuntimeError):
             return "fp32"
     return "fp32"
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``fast_precision(device)``; ``fp32``/``bf16`` as given (bf16 asked for on a CPU without
+    native bf16 is honoured, only slower)."""
+    if precision == "auto":
+        return fast_precision(torch.device(device))
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: choose {', '.join(PRECISIONS)}")
+    return precision

@@ -16,9 +16,14 @@ from .common import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, Reporter
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILURE", "EXIT_OK", "build_parser", "main"]
 
+DESCRIPTION = ("Brain MRI segmentation (19 structures) with the networks and losses of Wong et al. 2018. Progress goes "
+               "to stderr (or JSON lines on stdout with --progress-json), results to stdout. Exit code 0: success; "
+               "1: the work failed part-way (what was written is named); 2: bad input, refused before any work, "
+               "nothing written. 'seglossbrain COMMAND --help' describes each command.")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seglossbrain", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="seglossbrain", description=DESCRIPTION)
     parser.add_argument("--progress-json", action="store_true", help="progress and results as JSON lines on stdout")
     commands = parser.add_subparsers(dest="command", required=True)
     segment.add_segment_commands(commands)
@@ -36,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     reporter = Reporter(getattr(args, "progress_json", False))
-    from ..imageio.volumes import InputError
+    from ..imageio.atomic import OutputError
+    from ..imageio.names import InputError
     from ..labels import LabelError
     from ..models.files import ModelError
 
@@ -47,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         reporter.emit("error", message=str(error))
         print(f"seglossbrain: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OutputError as error:  # the work was done but a file could not be written: not bad input
+        reporter.close()
+        reporter.emit("error", message=str(error))
+        print(f"seglossbrain: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         reporter.close()
         print("seglossbrain: interrupted", file=sys.stderr)

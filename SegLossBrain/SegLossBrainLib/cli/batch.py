@@ -27,7 +27,16 @@ class CaseBar:
             self.reporter.log(f"{self.label}{event['mine']} of {event['cases']} cases: {event['skipped']} done "
                               f"before (same input, model and settings), {event['to_do']} to segment")
         elif kind == "model":
+            self.reporter.log(f"{self.label}model {event['name']} (sha256 {event['sha256'][:12]}...) on "
+                              f"{event['device']}")
             log_model_status(event, self.reporter)
+        elif kind == "left_out":
+            paths = event["paths"]
+            more = f" and {len(paths) - 10} more" if len(paths) > 10 else ""
+            self.reporter.log(f"{self.label}left out {len(paths)} file(s) whose content looks like a label map or "
+                              f"mask (pass --force to segment them): {', '.join(paths[:10])}{more}")
+        elif kind == "note":
+            self.reporter.log(f"{event['case_id']}: note: {event['message']}")
         elif kind == "case":
             if self.bar is None:
                 from tqdm import tqdm
@@ -58,7 +67,7 @@ def run_batch(args, reporter: Reporter) -> int:
                             with_confidence=args.confidence, island_fraction=args.remove_islands,
                             format=args.format, overwrite=args.overwrite, force=args.force,
                             hemispheres=args.hemispheres, output_spacing=args.output_spacing,
-                            dicom_seg=args.dicom_seg)
+                            dicom_seg=args.dicom_seg, precision=args.precision)
     label = f"worker {worker.index + 1}/{worker.count}: " if worker.count > 1 else ""
     bar = CaseBar(reporter, label)
     try:
@@ -83,14 +92,17 @@ def add_batch_command(commands) -> None:
         description="Inputs: volume files, DICOM series folders, folders to search recursively, or .txt/.csv lists "
                     "of paths. Exit code 0 when every case succeeded, 1 when some failed (see the table's status "
                     "column), 2 on bad input. Re-running skips cases already done with the same model.")
-    batch.add_argument("inputs", nargs="+", metavar="INPUT")
+    batch.add_argument("inputs", nargs="+", metavar="INPUT",
+                       help="volume files, DICOM series folders, folders to search recursively, .txt/.csv lists")
     batch.add_argument("--output-dir", required=True, help="labelmaps CASE_labels.FORMAT and volumes.csv go here")
     batch.add_argument("--format", default="nii.gz", choices=["nii.gz", "nrrd", "seg.nrrd"],
                        help="labelmap format (seg.nrrd: Slicer segmentation with named, coloured, coded segments)")
     batch.add_argument("--confidence", action="store_true", help="also write CASE_confidence (max class probability)")
     batch.add_argument("--overwrite", action="store_true", help="redo cases already done and replace their outputs")
     batch.add_argument("--force", action="store_true",
-                       help="segment cases in which no brain is found (otherwise an error row saying so)")
+                       help="segment cases in which no brain is found and files that look like label maps or masks "
+                            "(otherwise a folder search leaves those files out, listing them, and a case named "
+                            "directly gets an error row saying so)")
     add_output_options(batch)
     batch.add_argument("--dicom-seg", action="store_true",
                        help="also write CASE_seg.dcm, a DICOM Segmentation referencing the case's DICOM series; a "

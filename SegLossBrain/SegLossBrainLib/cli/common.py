@@ -152,15 +152,53 @@ def add_progress_json(parser, what: str = "progress and results") -> None:
                         help=f"{what} as JSON lines on stdout")
 
 
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+PRECISION_CHOICES = ("auto", "fp32", "bf16")  # as device.PRECISIONS (that module imports torch)
+DEVICE_HELP = ("where to compute: auto (default) takes CUDA, then Apple MPS, then the CPU; cpu, cuda (cuda:N for one "
+               "GPU of several) or mps")
+PRECISION_HELP = ("auto (default): bf16 autocast where it is native and faster (CUDA GPUs with bf16, CPUs with "
+                  "AVX512-BF16 or AMX), else fp32; fp32; bf16 (emulated, so slower, on other CPUs)")
+MODEL_HELP = ("model name (see 'seglossbrain models list') or .safetensors path; default: the active version, "
+              "which is the shipped model until 'seglossbrain models activate' chooses another")
+
+
+def device_choice(text: str) -> str:
+    """``--device``'s values: auto, cpu, cuda, cuda:N, mps."""
+    if text in DEVICE_CHOICES or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"invalid choice {text!r} (choose from {', '.join(DEVICE_CHOICES)}, or cuda:N)")
+
+
+def add_device_option(command, default: str | None = "auto") -> None:
+    """``--device``, the same in every command (``default`` None: the command's own, e.g. a continued run's)."""
+    command.add_argument("--device", default=default, type=device_choice, metavar="{auto,cpu,cuda,mps}",
+                         help=DEVICE_HELP)
+
+
+def add_precision_option(command, default: str | None = "auto", note: str = "") -> None:
+    """``--precision``, the same choices in every command."""
+    command.add_argument("--precision", default=default, choices=PRECISION_CHOICES, help=PRECISION_HELP + note)
+
+
+def add_model_option(command, help_text: str = MODEL_HELP) -> None:
+    command.add_argument("--model", help=help_text)
+
+
 def add_model_options(command) -> None:
     """The options of every command that runs the segmentation model (``segment``, ``demo``, ``batch``)."""
-    command.add_argument("--model", help="model name or .safetensors path (default: the shipped model)")
-    command.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    add_model_option(command)
+    add_device_option(command)
+    add_precision_option(command)
     command.add_argument("--tta", action="store_true", help="also segment the left-right mirror and average")
     command.add_argument("--remove-islands", type=fraction, default=0.0, metavar="FRACTION",
                          help="give each structure's detached pieces smaller than FRACTION of its largest piece "
                               "to their next most probable class (e.g. 0.1; off by default, CSF never)")
     add_progress_json(command)
+
+
+def add_overwrite_option(command) -> None:
+    command.add_argument("--overwrite", action="store_true",
+                         help="replace outputs that exist already (refused otherwise, before any work)")
 
 
 def add_output_options(command) -> None:

@@ -5,7 +5,7 @@ import csv
 from pathlib import Path
 
 from ..imageio.atomic import open_atomic
-from .common import fraction
+from .common import add_device_option, add_model_option, add_precision_option, fraction
 
 
 def run_evaluate(args, reporter) -> int:
@@ -28,7 +28,7 @@ def run_evaluate(args, reporter) -> int:
         reference = sitk.GetArrayFromImage(reference_image)
         reference = table.map_freesurfer(reference) if args.aseg else table.to_index_labels(reference)[0]
         result = segment(image, model=args.model, device=args.device, tta=args.tta, progress=reporter.progress,
-                         island_fraction=args.remove_islands)
+                         island_fraction=args.remove_islands, precision=args.precision)
         reporter.close()
         prediction = sitk.GetArrayFromImage(result.labels)
         spacing = tuple(reversed(image.GetSpacing()))
@@ -40,7 +40,7 @@ def run_evaluate(args, reporter) -> int:
         scored = table.scored_indices
         print(f"{case}: mean Dice over the {len(scored)} scored structures {mean_over(case_rows, 'dice', scored):.4f}")
         for row in case_rows:
-            note = "" if row["index"] in scored else "  (not scored)"
+            note = "" if row["index"] in scored else "  (left out of the mean)"
             print(f"  {row['structure']:28s} Dice {row['dice']:.3f}  HD95 {row['hd95_mm']:6.2f} mm  "
                   f"volume {row['volume_diff_percent']:+7.1f} %{note}")
     if args.csv:
@@ -53,12 +53,20 @@ def run_evaluate(args, reporter) -> int:
 
 def add_evaluate_command(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="Dice, HD95 and volume difference against reference labels")
-    evaluate.add_argument("--images", nargs="+", required=True)
-    evaluate.add_argument("--labels", nargs="+", required=True)
-    evaluate.add_argument("--aseg", action="store_true", help="labels are FreeSurfer aseg values")
-    evaluate.add_argument("--model")
-    evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--tta", action="store_true")
-    evaluate.add_argument("--remove-islands", type=fraction, default=0.0, metavar="FRACTION", help="as segment")
-    evaluate.add_argument("--csv", help="write per-structure rows to this CSV")
+    evaluate.add_argument("--images", nargs="+", required=True, metavar="IMAGE",
+                          help="MR volumes to segment and score (files or DICOM series folders)")
+    evaluate.add_argument("--labels", nargs="+", required=True, metavar="LABELS",
+                          help="reference labelmap of each image, in the same order and on the image's grid "
+                               "(19-structure order, or FreeSurfer aseg values with --aseg)")
+    evaluate.add_argument("--aseg", action="store_true",
+                          help="the references are FreeSurfer aseg values; the mean then leaves out CSF and optic "
+                               "chiasm, which aseg draws differently")
+    add_model_option(evaluate)
+    add_device_option(evaluate)
+    add_precision_option(evaluate)
+    evaluate.add_argument("--tta", action="store_true", help="also segment the left-right mirror and average")
+    evaluate.add_argument("--remove-islands", type=fraction, default=0.0, metavar="FRACTION",
+                          help="as segment: detached pieces below FRACTION of a structure's largest go to their next "
+                               "most probable class (off by default)")
+    evaluate.add_argument("--csv", help="write per-structure rows (Dice, HD95, volume difference) to this CSV")
     evaluate.set_defaults(handler=run_evaluate)

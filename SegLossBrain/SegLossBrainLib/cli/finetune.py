@@ -15,7 +15,8 @@ import json
 import os
 import threading
 
-from .common import StepPrinter, add_progress_json, format_dice, image_labels_pair, loss_params, parse_size
+from .common import (MODEL_HELP, StepPrinter, add_device_option, add_precision_option, add_progress_json, format_dice,
+                     image_labels_pair, loss_params, parse_size)
 
 STOP_FILE_POLL_SECONDS = 0.5
 
@@ -124,11 +125,16 @@ def _print_summary(result) -> None:
         print(f"{result.status}: no new version written")
         return
     print(f"{result.status}: {result.name} written to {result.path} (weights of step {result.best_step})")
-    print(f"validation Dice {format_dice(result.before['mean'])} -> {format_dice(result.after['mean'])}")
+    scored = result.before.get("scored") or list(result.before["dice"])
+    left_out = [name for name in result.before["dice"] if name not in scored]
+    print(f"validation Dice {format_dice(result.before['mean'])} -> {format_dice(result.after['mean'])} (mean over "
+          f"{len(scored)} structures" + (f"; {', '.join(left_out)} left out: FreeSurfer's aseg draws them differently)"
+                                         if left_out else ")"))
     for name, before in result.before["dice"].items():
         after = result.after["dice"].get(name)
         if before is not None or after is not None:
-            print(f"  {name:28s} {format_dice(before)} -> {format_dice(after)}")
+            note = "  (left out of the mean)" if name in left_out else ""
+            print(f"  {name:28s} {format_dice(before)} -> {format_dice(after)}{note}")
     print(f"use it with 'seglossbrain models activate {result.name}' (or --model {result.name})")
 
 
@@ -145,7 +151,7 @@ def add_finetune_command(commands) -> None:
                            "checkpoint, with its own cases and settings")
     tune.add_argument("--list-unfinished", action="store_true", help="list the fine-tunes that can be continued")
     tune.add_argument("--discard", metavar="NAME", help="delete the unfinished fine-tune NAME's working files")
-    tune.add_argument("--base", help="model to start from, name or .safetensors path (default: the active model)")
+    tune.add_argument("--base", help="model to start from: " + MODEL_HELP)
     tune.add_argument("--loss", default="explog", help="loss name (explog, wce, gdl or any registered loss)")
     tune.add_argument("--loss-params", help="JSON object, e.g. '{\"gamma\": 0.3, \"w_dice\": 0.8, \"w_cross\": 0.2}'")
     tune.add_argument("--max-minutes", type=float,
@@ -157,7 +163,7 @@ def add_finetune_command(commands) -> None:
     tune.add_argument("--lr-schedule", choices=["poly", "constant"],
                       help="poly (default): decays to 0 at the planned last step, so the run ends converged")
     tune.add_argument("--warmup-steps", type=int, help="linear warm-up (default 20)")
-    tune.add_argument("--batch-size", type=int)
+    tune.add_argument("--batch-size", type=int, help="patches per step (default 1)")
     tune.add_argument("--patch-size", help="N or DxHxW, multiples of 16 (default 96)")
     tune.add_argument("--validate-every", type=int,
                       help="steps between validations (default: --validations spread over the planned steps)")
@@ -180,11 +186,11 @@ def add_finetune_command(commands) -> None:
     tune.add_argument("--resample-labels", action="store_true",
                       help="labels on another grid than their image: resample them (nearest neighbour)")
     tune.add_argument("--no-augment", action="store_true", help="no flips, gamma, bias field or noise")
-    tune.add_argument("--seed", type=int)
-    tune.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
-    tune.add_argument("--precision", choices=["auto", "fp32", "bf16"],
-                      help="auto (default): bf16 where it is native and faster (CPUs with AVX512-BF16/AMX, GPUs)")
-    tune.add_argument("--threads", type=int, default=None)
+    tune.add_argument("--seed", type=int, help="random seed of patches and augmentation (default 0)")
+    # Defaults None: the engine's (auto), or with --continue the run's own recorded choice.
+    add_device_option(tune, default=None)
+    add_precision_option(tune, default=None)
+    tune.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's own)")
     tune.add_argument("--stop-file", metavar="PATH",
                       help="stop gracefully once this file exists (checked twice a second, on every OS): the run "
                            "ends after its current step and keeps the best validated weights (exit 1 if none "

@@ -21,7 +21,7 @@ def run_models(args, reporter) -> int:
                   f"{v['steps']} steps{extra}")
         return 0
     if action == "activate":
-        version = model_store.activate(args.name)
+        version = model_store.activate(args.name, force=args.force)
         message = f"{version.name} ({version.source}) is now the active model"
     elif action == "revert":
         removed = model_store.revert()
@@ -42,10 +42,12 @@ def add_models_command(commands) -> None:
     actions = manage.add_subparsers(dest="models_command", required=True)
     listing = actions.add_parser("list", help="shipped and user versions; * marks the active one")
     activate = actions.add_parser("activate", help="use this version when no model is named")
-    activate.add_argument("name")
+    activate.add_argument("name", help="the version's name, as 'models list' shows it")
+    activate.add_argument("--force", action="store_true",
+                          help="activate even a version that scored worse than its base on its own validation case")
     revert = actions.add_parser("revert", help="use the shipped default model again")
     delete = actions.add_parser("delete", help="delete a user version (not shipped ones, not the active one)")
-    delete.add_argument("name")
+    delete.add_argument("name", help="the user version's name, as 'models list' shows it")
     for action in (listing, activate, revert, delete):  # `models list --progress-json` works as well
         add_progress_json(action, "results")
     manage.set_defaults(handler=run_models)

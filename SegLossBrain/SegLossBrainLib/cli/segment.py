@@ -2,128 +2,108 @@
 probabilities) out; the embedded demo volume; what is installed."""
 from __future__ import annotations
 
-import csv
-import os
+import sys
 from pathlib import Path
 
-from ..imageio.atomic import open_atomic
-from .common import EXIT_OK, Reporter, add_model_options, add_output_options, log_model_status
-
-
-def _write_volumes_csv(result, path: Path) -> None:
-    """One row per structure: volume, QC flag and, with left/right, each side's volume and the asymmetry index
-    (L - R) / ((L + R) / 2)."""
-    from ..postprocessing.hemispheres import SIDE_COLUMNS, side_cells
-
-    sides = result.side_volumes_ml
-    flags = result.quality.flags if result.quality else {}
-    with open_atomic(path, "w", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow(["structure", "volume_ml"] + (list(SIDE_COLUMNS) if sides else []) + ["qc"])
-        for name, value in result.volumes_ml.items():
-            row = [name, f"{value:.3f}"] + (side_cells(sides, name) if sides else [])
-            writer.writerow(row + [flags.get(name, "")])
-
-
-def _check_output_path(path: Path) -> None:
-    from ..imageio.volumes import InputError
-
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"output folder {folder} does not exist; create it or choose another output path")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"output folder {folder} is not writable; choose another output path")
+from .common import (EXIT_FAILURE, EXIT_OK, Reporter, add_model_options, add_output_options, add_overwrite_option,
+                     log_model_status)
 
 
 def _check_request(args) -> None:
-    """Option combinations that cannot work, refused before any work."""
-    from ..imageio.dicomseg import check_dicom_seg_request, check_series_input
+    """Everything that can be refused before any work, cheaply (neither torch nor, without --dicom-seg, SimpleITK
+    is loaded): the input exists, every output can be written and replaces nothing unasked, option combinations."""
+    from ..imageio.names import InputError
+    from .segment_outputs import check_requested_outputs
 
+    if not Path(args.input).exists():
+        raise InputError(f"{args.input}: no such file or folder")
+    check_requested_outputs(args)
     if args.dicom_seg:
-        check_series_input(args.input)
+        from ..imageio.dicomseg import check_dicom_seg_request, check_series_input
+
         check_dicom_seg_request(args.output_spacing)
+        check_series_input(args.input)
+
+
+def describe_model(model: dict) -> str:
+    """The log line that names the model of every result."""
+    return f"model {model['name']} ({model['source']}, sha256 {model['sha256'][:12]}...)"
 
 
 def run_segment(args, reporter: Reporter) -> int:
-    from ..imageio.volumes import read_image
-    from ..inference.segment import segment
+    from ..imageio.content import refuse_label_map
+    from ..imageio.volumes import check_image, read_image
+    from ..models.store import model_identity
 
     _check_request(args)
-    outputs = [Path(args.output)] + [Path(p) for p in (args.probabilities, args.confidence, args.volumes,
-                                                       args.dicom_seg) if p]
-    for path in outputs:  # fail before an hour of work, not after
-        _check_output_path(path)
+    model = model_identity(args.model)  # a missing model is refused now, not after reading a large volume
     image = read_image(args.input)
-    result = segment(image, model=args.model, device=args.device, tta=args.tta,
+    check_image(image)  # 2D, 4D, constant, NaN: what no option makes usable, said first
+    if not args.force:
+        refuse_label_map(image)
+    from ..inference.segment import segment  # torch: only once the request is known to be good
+
+    reporter.log(describe_model(model))
+    result = segment(image, model=model["path"], device=args.device, tta=args.tta,
                      island_fraction=args.remove_islands,
                      return_probabilities=bool(args.probabilities), with_confidence=bool(args.confidence),
                      progress=reporter.progress, output_spacing=args.output_spacing,
-                     hemispheres=args.hemispheres, force=args.force)
+                     hemispheres=args.hemispheres, force=args.force, precision=args.precision)
     reporter.close()
     log_model_status(result.model_metadata, reporter)
     for warning in result.quality.warnings:
         reporter.log(f"warning: {warning}")
-    written: list[Path] = []
-    try:
-        _write_outputs(args, result, written)
-    except BaseException:
-        for path in written:  # all outputs or none
-            path.unlink(missing_ok=True)
-        raise
+    from .segment_outputs import write_outputs
+
+    outcome = write_outputs(args, result, model)
+    for note in outcome.notes:
+        reporter.log(f"note: {note}")
     flags = result.quality.flags
     if reporter.json_lines:
         reporter.emit("result", output=str(args.output), confidence=args.confidence, volumes_ml=result.volumes_ml,
                       side_volumes_ml=result.side_volumes_ml, qc=flags, warnings=result.quality.warnings,
-                      hemispheres=bool(args.hemispheres))
+                      hemispheres=bool(args.hemispheres), model=model["name"], model_sha256=model["sha256"],
+                      precision=result.precision, written=outcome.written, not_written=outcome.failed)
     else:
-        print(f"labels written to {args.output} (device {result.device})")
+        if outcome.written and outcome.written[0].startswith("output "):
+            print(f"labels written to {args.output} (device {result.device}, {result.precision}, "
+                  f"{describe_model(model)})")
         for name, value in result.volumes_ml.items():
             sides = result.side_volumes_ml.get(name)
             side_text = f"  (L {sides[0]:8.2f}, R {sides[1]:8.2f})" if sides else ""
             print(f"  {name:28s} {value:9.2f} mL{side_text}{'  QC: ' + flags[name] if name in flags else ''}")
+    if outcome.failed:
+        reporter.emit("error", message=outcome.message())
+        print(f"seglossbrain: error: {outcome.message()}", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
 
 
-def _write_outputs(args, result, written: list) -> None:
-    import SimpleITK as sitk
+def _auto_device() -> tuple[str, str]:
+    """(torch's version, what --device auto picks), importing torch (a second or more) only when the installed
+    build could use a GPU: a CPU-only wheel ("+cpu") can only mean the CPU."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    from ..imageio.volumes import write_image
+    try:
+        installed = version("torch")
+    except PackageNotFoundError:
+        return "not installed", "none"
+    if installed.endswith("+cpu"):
+        return installed, "cpu"
+    from ..device import select_device
 
-    labels = result.sided_labels if args.hemispheres else result.labels
-    written.append(write_image(labels, args.output, hemispheres=args.hemispheres))
-    if args.confidence:
-        written.append(write_image(result.confidence, args.confidence))
-    if args.probabilities:
-        # On the network grid (its geometry is in the header): on a 1 mm input grid 20 float channels
-        # would take over a gigabyte.
-        array = result.probabilities.permute(1, 2, 3, 0).numpy()
-        vector = sitk.GetImageFromArray(array, isVector=True)
-        reference = result.network_grid.reference_image()
-        vector.SetOrigin(reference.GetOrigin())
-        vector.SetSpacing(reference.GetSpacing())
-        vector.SetDirection(reference.GetDirection())
-        written.append(write_image(vector, args.probabilities))
-    if args.volumes:
-        _write_volumes_csv(result, args.volumes)
-        written.append(Path(args.volumes))
-    if args.dicom_seg:
-        from .. import __version__
-        from ..imageio.dicomseg import write_dicom_seg
-
-        written.append(write_dicom_seg(labels, args.input, args.dicom_seg, args.hemispheres, __version__))
+    return installed, select_device("auto").type
 
 
 def run_info(args, reporter: Reporter) -> int:
-    import torch
-
     from .. import __version__
-    from ..device import select_device
     from ..labels import load_label_table
     from ..models.store import list_models
     from ..paths import user_model_store
 
     table = load_label_table()
-    print(f"SegLossBrain {__version__}, torch {torch.__version__}, device auto -> {select_device('auto').type}")
+    torch_version, device = _auto_device()
+    print(f"SegLossBrain {__version__}, torch {torch_version}, device auto -> {device}")
     print(f"label table {table.path} (version {table.version}):")
     for s in table.structures:
         print(f"  {s.index:2d} {s.name:28s} FreeSurfer {' '.join(map(str, s.freesurfer_labels)) or '-'}")
@@ -159,19 +139,26 @@ def add_segment_commands(commands) -> None:
     segment.add_argument("input", help="volume file (.nii/.nii.gz/.nrrd/.mha/.mgz) or DICOM series folder")
     segment.add_argument("output", help="labelmap to write (.nii.gz, .nii, .nrrd, .mha, .seg.nrrd), on the input's grid")
     add_model_options(segment)
-    segment.add_argument("--probabilities", help="also write class probabilities (20-channel, network grid)")
-    segment.add_argument("--confidence", help="also write the per-voxel max probability (input grid)")
-    segment.add_argument("--volumes", help="also write structure volumes (mL) and QC flags as CSV")
+    segment.add_argument("--probabilities", help="also write class probabilities (20-channel, network grid; .nii.gz, "
+                                                 ".nii, .nrrd or .mha)")
+    segment.add_argument("--confidence", help="also write the per-voxel max probability (input grid; .nii.gz, .nii, "
+                                              ".nrrd or .mha)")
+    segment.add_argument("--volumes", help="also write structure volumes (mL), QC flags and the model as CSV (.csv)")
     add_output_options(segment)
     segment.add_argument("--dicom-seg", metavar="FILE",
-                         help="also write a DICOM Segmentation object referencing the input DICOM series")
+                         help="also write a DICOM Segmentation object (.dcm) referencing the input DICOM series")
     segment.add_argument("--force", action="store_true",
-                         help="segment even when no brain is found in the input (exit 2 otherwise)")
+                         help="segment even when the input looks like a label map or mask, or no brain is found in "
+                              "it (refused with exit 2 otherwise)")
+    add_overwrite_option(segment)
     segment.set_defaults(handler=run_segment)
 
     demo = commands.add_parser("demo", help="segment the embedded demo volume")
-    demo.add_argument("--output-dir", default="seglossbrain-demo")
+    demo.add_argument("--output-dir", default="seglossbrain-demo",
+                      help="where demo_labels.nii.gz, demo_volumes.csv and demo_confidence.nii.gz go (default "
+                           "seglossbrain-demo)")
     add_model_options(demo)
+    add_overwrite_option(demo)
     demo.set_defaults(handler=run_demo)
 
     info = commands.add_parser("info", help="models, label table and device")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .. import paths
 from ..study.settings import ALL_ARMS
-from .common import StepPrinter, parse_size, real_pair
+from .common import StepPrinter, add_device_option, add_precision_option, parse_size, real_pair
 
 DEFAULT_HELD_OUT = ",".join(paths.HELD_OUT_MAPS)
 
@@ -60,6 +60,7 @@ def _data_options(args) -> dict:
 
 
 def _settings(args, device: str):
+    from ..device import resolve_precision
     from ..study.runner import StudyError, StudySettings, load_manifest, parse_arms
     from ..study.settings import parse_seeds, upgrade_recorded
 
@@ -71,7 +72,7 @@ def _settings(args, device: str):
         "arms": parse_arms(args.arms) if args.arms else None,
         "learning_rates": [float(v) for v in args.learning_rates.split(",")] if args.learning_rates else None,
         "seeds": seeds, "validate_every": args.validate_every, "checkpoint_every": args.checkpoint_every,
-        "precision": args.precision,
+        "precision": resolve_precision(args.precision, device) if args.precision else None,
         "validation_size": parse_size(args.validation_size) if args.validation_size else None,
         "recalibrate_bn": args.recalibrate_bn, "grid_spacing": args.grid_spacing, "lr_schedule": args.lr_schedule,
         "warmup_steps": args.warmup_steps, "batch_size": args.batch_size,
@@ -92,6 +93,7 @@ def _settings(args, device: str):
             raise StudyError(f"no training label maps found (looked in {folder}); pass --label-maps")
         if "real_pairs" not in given:
             given["real_pairs"] = _default_real_pairs(args)
+        given.setdefault("precision", resolve_precision("auto", device))  # recorded: a continued study keeps it
         return StudySettings(**given, device=device), None
     recorded = upgrade_recorded(manifest["settings"])
     recorded.update(given, device=device)
@@ -180,7 +182,7 @@ def add_study_commands(commands) -> None:
     study.add_argument("--recalibrate-bn", type=int, metavar="N",
                        help="before scoring each run's best weights, re-estimate its BatchNorm statistics on N fresh "
                             "synthetic brains (same draw for every run; default 0: as trained)")
-    study.add_argument("--precision", choices=["fp32", "bf16"], help="default bf16")
+    add_precision_option(study, default=None, note="; a continued study keeps the precision it recorded")
     study.add_argument("--data", help=f"data folder (label maps, real_dev; default ${paths.DATA_ENV}, or ../shared/data "
                                       "beside a source checkout); files of a continued study are looked up here by "
                                       "name if moved")
@@ -189,8 +191,8 @@ def add_study_commands(commands) -> None:
     study.add_argument("--real", action="append", metavar="IMAGE,ASEG", help="real scan with aseg (repeatable; "
                                                                              "default: bert and vxm of DATA/real_dev)")
     study.add_argument("--no-real", action="store_true", help="no real scans")
-    study.add_argument("--device", default="auto")
-    study.add_argument("--threads", type=int, default=None)
+    add_device_option(study)
+    study.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's own)")
     study.add_argument("--report-only", action="store_true", help="evaluate and write the report; train nothing")
     study.add_argument("--part", metavar="K/N",
                        help="train only the K-th of N interleaved shares of the runs, so that N processes (one per "

@@ -47,7 +47,8 @@ def run_train(args, reporter) -> int:
         warmup_steps=args.warmup_steps, input_noise_std=args.input_noise_std, batch_size=args.batch_size,
         patch_size=parse_size(args.patch_size), steps=args.steps, checkpoint_every=args.checkpoint_every,
         validate_every=args.validate_every, seed=args.seed, device=training_device(args.device),
-        init_weights=args.init_weights, precision=resolve_precision(args.precision, training_device(args.device)), freeze_batchnorm=args.freeze_batchnorm,
+        init_weights=args.init_weights, precision=resolve_precision(args.precision, training_device(args.device)),
+        freeze_batchnorm=args.freeze_batchnorm,
         labelled_scans=[image_labels_pair(p) for p in args.labelled_scan or []],
         labelled_fraction=args.labelled_fraction, soft_labels=args.soft_labels,
     )

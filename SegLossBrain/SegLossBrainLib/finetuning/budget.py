@@ -26,12 +26,20 @@ class StepPlan:
     step_s: float  # measured seconds per training step
     validation_s: float  # measured seconds per validation
     limited_by_time: bool  # False: the requested steps fit the budget (or there is none)
+    over_budget: bool = False  # True: even the fewest steps a run takes do not fit what is left of the budget
 
     def seconds_left(self, step: int, validations_done: int) -> float:
         """Time to the end of the run after ``step`` steps and ``validations_done`` validations (not counting
         the one before training): the steps left, the validations left, the final save."""
         validations_left = max(0, self.validations() - validations_done)
         return (self.steps - step) * self.step_s + validations_left * self.validation_s + SAVE_SECONDS
+
+    def limit_text(self, max_minutes: float) -> str:
+        """Why this many steps, in words that agree with the time shown beside them."""
+        if self.over_budget:
+            return (f"the fewest a run takes; the {max_minutes:g}-minute budget is already used up by the validation "
+                    "and the first steps, so the run will end after it")
+        return f"fits the {max_minutes:g}-minute budget" if self.limited_by_time else "as requested"
 
     def validations(self) -> int:
         """Validations the loop will run: every ``validate_every`` steps and at the last step."""
@@ -47,11 +55,12 @@ def plan_steps(max_steps: int, budget_s: float, spent_s: float, step_s: float, v
     """
     if max_steps < 1 or validations < 1 or step_s <= 0 or validation_s < 0:
         raise ValueError("max_steps and validations must be >= 1, step_s > 0 and validation_s >= 0")
-    steps, limited = max_steps, False
+    steps, limited, over = max_steps, False, False
     if budget_s > 0:
         left = budget_s - spent_s - validations * validation_s - SAVE_SECONDS
         fitting = int(left // (step_s * STEP_MARGIN))
         if fitting < max_steps:
-            steps, limited = max(fitting, min(max_steps, PROBE_STEPS + 1)), True
+            fewest = min(max_steps, PROBE_STEPS + 1)
+            steps, limited, over = max(fitting, fewest), True, fitting < fewest
     every = validate_every or max(1, math.ceil(steps / validations))
-    return StepPlan(steps, every, step_s, validation_s, limited)
+    return StepPlan(steps, every, step_s, validation_s, limited, over)

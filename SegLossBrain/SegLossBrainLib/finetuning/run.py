@@ -119,8 +119,7 @@ def execute(run: Run) -> FinetuneResult:
         state["plan"] = chosen
         state["record"]["plan"] = asdict(chosen)
         unfinished.write_record(run.folder, state["record"])
-        limit = f"fits the {config.max_minutes:g}-minute budget" if chosen.limited_by_time else "as requested"
-        run.log(f"{chosen.steps} steps ({limit}): {step_s:.2f} s a step, {chosen.validation_s:.0f} s a validation; "
+        run.log(f"{chosen.steps} steps ({chosen.limit_text(config.max_minutes)}): {step_s:.2f} s a step, {chosen.validation_s:.0f} s a validation; "
                 f"about {_minutes(time.perf_counter() - run.started + chosen.seconds_left(step, 0))} from start to "
                 "the new version", kind="plan", planned_steps=chosen.steps, validate_every=chosen.validate_every)
 

@@ -62,20 +62,22 @@ class Validator:
     def _evaluate(self, network) -> dict:
         was_training = network.training
         network.eval()
-        per_case, means = [], []
+        per_case, means, scored = [], [], set()
         try:
             for pair in self.pairs:
                 probabilities = predict_probabilities(network, pair.image[None], self.device)
                 dice = dice_per_label(probabilities.argmax(0).numpy(), pair.labels.numpy(), self.table.num_classes)
                 per_case.append(dice)
                 means.append(float(np.nanmean([dice[i] for i in self._indices(pair)])))
+                scored.update(self._indices(pair))
         finally:
             network.train(was_training)
         with np.errstate(all="ignore"):
             dice = np.nanmean(np.stack(per_case), axis=0) if len(per_case) > 1 else per_case[0]
         mean = float(np.mean(means))
         return {"score": mean, "mean": _clean(mean),
-                "dice": {self.table.names[i]: _clean(dice[i]) for i in range(1, self.table.num_classes)}}
+                "dice": {self.table.names[i]: _clean(dice[i]) for i in range(1, self.table.num_classes)},
+                "scored": [self.table.names[i] for i in sorted(scored)]}  # the structures the mean is over
 
     def __call__(self, network) -> dict:
         result = self.evaluate(network)

@@ -14,18 +14,35 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+class OutputError(OSError):
+    """An output file could not be written (after the work was done); the message names the user's path."""
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside ``path`` to write in the ``with`` block; it replaces ``path`` when the block ends
-    without error and is removed otherwise."""
+    without error and is removed otherwise. An OSError about the temporary file is raised about ``path`` (same
+    errno and type): the temporary name means nothing to whoever reads the message."""
     path = Path(path)
     temporary = path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
     try:
         yield temporary
         os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
+    except OSError as error:
+        _remove(temporary)
+        if error.filename is not None and Path(error.filename) == temporary and error.errno is not None:
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
+    except BaseException:
+        _remove(temporary)
+        raise
+
+
+def _remove(temporary: Path) -> None:
+    try:
+        temporary.unlink(missing_ok=True)
+    except OSError:  # e.g. the folder is not writable: there is nothing to remove either
+        pass
 
 
 @contextmanager

@@ -113,7 +113,11 @@ def _read_list(list_path: Path, skip: Callable[[Path], bool]) -> list[tuple[Path
     cases: list[tuple[Path, str | None]] = []
     for path, _, case_id in resolved:
         if path.is_dir():
-            cases += [(p, None) for p in _search(path, skip)]
+            found = _search(path, skip)
+            # A listed DICOM series folder is one case: the list's case id is its name (several found under
+            # one listed folder: the id names them all, each with its own name after it).
+            cases += [(p, (case_id if len(found) == 1 else f"{case_id}_{_stem(p)}") if case_id else None)
+                      for p in found]
         else:
             cases.append((path, case_id))
     return cases

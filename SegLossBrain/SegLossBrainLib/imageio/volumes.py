@@ -13,26 +13,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..preprocessing.output_grid import output_spacing_problem
-from .atomic import atomic_path
+from .atomic import OutputError, atomic_path
+from .names import LABELMAP_SUFFIXES, InputError, file_suffix  # noqa: F401  (imported from here too)
 
 MAX_SPACING_MM = 20.0
 MIN_SPACING_MM = 1e-3
 MIN_BRAIN_EXTENT_MM = 60.0  # smallest field of view (every axis) that can hold an adult brain's core
-LABELMAP_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".mgz", ".mgh")
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
-
-
-class InputError(ValueError):
-    """The input can't be used; the message names the problem and what to do instead."""
-
-
-def file_suffix(path: Path) -> str:
-    """The file type suffix, double ones (".nii.gz", ".seg.nrrd") included, lower case."""
-    name = path.name.lower()
-    for suffix in LABELMAP_SUFFIXES:
-        if name.endswith(suffix):
-            return suffix
-    return path.suffix.lower()
 
 
 def read_image(path: str | os.PathLike) -> sitk.Image:
@@ -43,6 +30,9 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     try:
         if path.is_dir():
             return _read_dicom_folder(path)
+        from .content import check_complete  # (content.py imports this file)
+
+        check_complete(path)  # ITK would read a truncated NIfTI's missing part as zeros
         if file_suffix(path) in (".mgz", ".mgh"):
             return _read_freesurfer(path)
         return sitk.ReadImage(str(path))
@@ -141,9 +131,12 @@ def check_output_spacing(image: sitk.Image, spacing: float) -> None:
         raise InputError(problem)
 
 
-def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True, hemispheres: bool = False) -> Path:
+def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True, hemispheres: bool = False,
+                header: dict | None = None) -> Path:
     """Write atomically: to a temporary file beside the target, then rename; nothing half-written remains.
-    ``hemispheres``: a ``.seg.nrrd`` labelmap holds FreeSurfer aseg values with left/right segments."""
+    ``hemispheres``: a ``.seg.nrrd`` labelmap holds FreeSurfer aseg values with left/right segments.
+    ``header``: extra key-value fields (e.g. the model that made it) where the format keeps them (NRRD, MHA).
+    A failure raises ``OutputError`` naming ``path`` (never the temporary file)."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
@@ -157,8 +150,17 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
         from .segnrrd import with_segment_metadata
 
         image = with_segment_metadata(image, hemispheres)
+    if header and suffix in (".nrrd", ".seg.nrrd", ".mha"):
+        image = image if suffix == ".seg.nrrd" else sitk.Image(image)  # a copy: the caller's image keeps its fields
+        for key, value in header.items():
+            image.SetMetaData(key, str(value))
     with atomic_path(path) as temporary:
-        sitk.WriteImage(image, str(temporary), useCompression=compress)
+        try:
+            sitk.WriteImage(image, str(temporary), useCompression=compress)
+        except RuntimeError as error:  # ITK's text names the temporary file; the user knows only ``path``
+            lines = str(error).strip().splitlines() or [type(error).__name__]
+            reason = lines[-1].replace(str(temporary), str(path)).strip()
+            raise OutputError(f"{path}: cannot be written ({reason})") from None
     return path
 
 

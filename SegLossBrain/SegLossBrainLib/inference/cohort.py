@@ -15,7 +15,8 @@ import torch
 from ..device import select_device
 from ..evaluation.volumes import intracranial_volume_ml
 from ..imageio.discovery import Case, discover_cases
-from ..imageio.volumes import InputError, check_output_spacing, read_image
+from ..imageio.content import refuse_label_map
+from ..imageio.volumes import InputError, check_image, check_output_spacing, read_image
 from ..models.files import read_metadata
 from ..models.store import resolve_model
 from ..postprocessing.hemispheres import check_hemisphere_table
@@ -80,10 +81,14 @@ def check_options(output_spacing: float | None = None, hemispheres: bool = False
         check_hemisphere_table()
 
 
-def _read_and_prepare(case: Case):
+def _read_and_prepare(case: Case, force: bool = False):
     start = time.perf_counter()
     try:
-        return prepare_image(read_image(case.path)), time.perf_counter() - start
+        image = read_image(case.path)
+        check_image(image)
+        if not force:  # a label map or mask given as a case: its error row says so
+            refuse_label_map(image, case.case_id)
+        return prepare_image(image, checked=True), time.perf_counter() - start
     except Exception as error:  # any unreadable or unusable case is this case's error, not the cohort's
         return error, time.perf_counter() - start
 
@@ -91,11 +96,12 @@ def _read_and_prepare(case: Case):
 def segment_many(inputs: Iterable, model=None, device: str = "auto", tta: bool = False,
                  with_confidence: bool = False, island_fraction: float = 0.0, force: bool = False,
                  loaded: LoadedModel | None = None, read_ahead: bool = True, output_spacing: float | None = None,
-                 hemispheres: bool = False) -> Iterator[CaseResult]:
+                 hemispheres: bool = False, precision: str | None = "auto") -> Iterator[CaseResult]:
     """Segment every case of ``inputs`` (``Case`` objects, or paths, folders and lists as ``discover_cases``
     takes them) with one model, yielding a ``CaseResult`` per case in order, ok or error.
 
-    ``model``/``device``/``force``/``output_spacing``/``hemispheres`` as ``segment`` (an output spacing too
+    ``model``/``device``/``force``/``output_spacing``/``hemispheres``/``precision`` as ``segment`` (``force``
+    also segments a case that looks like a label map or mask) (an output spacing too
     fine for one case's field of view is that case's error); or ``loaded`` (from ``load_cohort_model``) to
     reuse a loaded model. The model is loaded before the first case, so a bad model raises instead of failing every case.
     ``read_ahead`` False reads each case only when its turn comes (for measuring what the overlap gains)."""
@@ -109,11 +115,11 @@ def segment_many(inputs: Iterable, model=None, device: str = "auto", tta: bool =
     # One reader thread: the next case is read and resampled (SimpleITK and torch release the GIL) while the
     # network runs on this one; one case ahead bounds the memory to two volumes.
     with (ThreadPoolExecutor(1, thread_name_prefix="seglossbrain-reader") if read_ahead else _Now()) as reader:
-        upcoming = reader.submit(_read_and_prepare, cases[0])
+        upcoming = reader.submit(_read_and_prepare, cases[0], force)
         for index, case in enumerate(cases):
             prepared, read_seconds = upcoming.result()
             if index + 1 < len(cases):
-                upcoming = reader.submit(_read_and_prepare, cases[index + 1])
+                upcoming = reader.submit(_read_and_prepare, cases[index + 1], force)
             if isinstance(prepared, Exception):
                 yield CaseResult(case, "error", one_line(prepared), read_seconds)
                 continue
@@ -123,7 +129,8 @@ def segment_many(inputs: Iterable, model=None, device: str = "auto", tta: bool =
                     check_output_spacing(prepared.image, output_spacing)
                 result = segment_prepared(prepared, loaded.network, loaded.device, loaded.metadata, tta=tta,
                                           with_confidence=with_confidence, island_fraction=island_fraction,
-                                          force=force, output_spacing=output_spacing, hemispheres=hemispheres)
+                                          force=force, output_spacing=output_spacing, hemispheres=hemispheres,
+                                          precision=precision)
             except Exception as error:  # e.g. out of memory on one huge case: record it, go on
                 yield CaseResult(case, "error", one_line(error), read_seconds + time.perf_counter() - start)
                 continue

@@ -16,7 +16,8 @@ from typing import Callable
 
 from .. import __version__
 from ..evaluation.volumes import intracranial_volume_ml
-from ..imageio.dicomseg import check_dicom_seg_request, check_series_input, write_dicom_seg
+from ..imageio.content import label_map_file_reason
+from ..imageio.dicomseg import check_dicom_seg_request, check_series_input, summarise_notes, write_dicom_seg
 from ..imageio.discovery import Case, discover_cases
 from ..imageio.volumes import InputError, write_image
 from . import cohort_table as tables
@@ -43,6 +44,7 @@ class CohortOptions:
     hemispheres: bool = False  # labelmaps of FreeSurfer aseg values, left/right columns in the table
     output_spacing: float | None = None  # labels (and confidence) on an isotropic grid of this many mm
     dicom_seg: bool = False  # a DICOM SEG beside each labelmap; a case that is no DICOM series is an error
+    precision: str = "auto"  # autocast: auto (bf16 where native), fp32 or bf16
 
     @property
     def settings(self) -> str:
@@ -95,16 +97,29 @@ def prepare_output_dir(output_dir: Path) -> Path:
     return output_dir
 
 
-def find_cases(inputs: list, output_dir: Path) -> list[Case]:
-    """The cohort's cases; a folder search leaves out this output folder's own labelmaps and confidences, and
-    the folder itself (its DICOM SEG files are no series to segment)."""
+def find_cases(inputs: list, output_dir: Path, force: bool = False, skipped: list | None = None) -> list[Case]:
+    """The cohort's cases; a folder search leaves out this output folder's own labelmaps and confidences, the
+    folder itself (its DICOM SEG files are no series to segment) and, unless ``force``, files whose content
+    looks like a label map or mask (a FreeSurfer subject's aseg, a brain mask), which go to ``skipped``."""
     resolved = output_dir.resolve()
+    skipped = [] if skipped is None else skipped
 
-    def ours(path: Path) -> bool:
-        return path.resolve() == resolved or (path.parent.resolve() == resolved
-                                              and any(k in path.name for k in _OUTPUT_KINDS))
+    def leave_out(path: Path) -> bool:
+        if path.resolve() == resolved or (path.parent.resolve() == resolved
+                                          and any(k in path.name for k in _OUTPUT_KINDS)):
+            return True
+        if not force and path.is_file() and label_map_file_reason(path):
+            skipped.append(path)
+            return True
+        return False
 
-    return discover_cases(inputs, skip=ours)
+    try:
+        return discover_cases(inputs, skip=leave_out)
+    except InputError as error:
+        if not skipped:
+            raise
+        raise InputError(f"{error} ({len(skipped)} file(s) left out as label maps or masks, e.g. {skipped[0]}; "
+                         "pass --force to segment them)") from None
 
 
 def plan(cases: list[Case], rows: dict, options: CohortOptions, sha256: str) -> tuple[list[Case], list[Case]]:
@@ -155,7 +170,8 @@ def run_cohort(inputs: list, options: CohortOptions, worker: Worker = Worker(),
     emit = on_event or (lambda event: None)
     options.check()
     options.output_dir = Path(options.output_dir).expanduser()
-    cases = find_cases(inputs, options.output_dir)
+    left_out: list[Path] = []
+    cases = find_cases(inputs, options.output_dir, options.force, left_out)
     mine = worker.take(cases)
     to_do, skipped = plan(mine, tables.all_rows(options.output_dir), options, model_sha256(options.model))
     prepare_output_dir(options.output_dir)  # only now: a refused run leaves no folder behind
@@ -163,6 +179,9 @@ def run_cohort(inputs: list, options: CohortOptions, worker: Worker = Worker(),
     # The only worker owns volumes.csv and keeps every row in it; a part table holds its own worker's rows.
     rows = tables.all_rows(options.output_dir) if worker.count == 1 else tables.read_table(own_table)
     summary = CohortSummary(cases=len(mine), skipped=len(skipped), table=options.output_dir / tables.TABLE_NAME)
+    if left_out:
+        emit({"event": "left_out", "paths": [str(p) for p in left_out],
+              "reason": "their content looks like a label map or mask (few distinct integer values)"})
     emit({"event": "cohort_start", "cases": len(cases), "mine": len(mine), "to_do": len(to_do),
           "skipped": len(skipped), "worker": worker.index, "workers": worker.count})
     order = [c.case_id for c in cases]
@@ -176,11 +195,12 @@ def run_cohort(inputs: list, options: CohortOptions, worker: Worker = Worker(),
         runnable = [case for case, reason in zip(to_do, refused) if reason is None]
         segmented = segment_many(runnable, tta=options.tta, with_confidence=options.with_confidence,
                                  island_fraction=options.island_fraction, force=options.force, loaded=loaded,
-                                 output_spacing=options.output_spacing, hemispheres=options.hemispheres)
+                                 output_spacing=options.output_spacing, hemispheres=options.hemispheres,
+                                 precision=options.precision)
         outcomes = (CaseResult(case, "error", reason) if reason else next(segmented)
                     for case, reason in zip(to_do, refused))
         for number, outcome in enumerate(outcomes, start=1):
-            outcome = _write_case(outcome, loaded, options, rows, own_table, order)
+            outcome = _write_case(outcome, loaded, options, rows, own_table, order, emit)
             summary.done += 1
             if not outcome.ok:
                 summary.failed.append(outcome.case.case_id)
@@ -201,25 +221,30 @@ def run_cohort(inputs: list, options: CohortOptions, worker: Worker = Worker(),
 
 
 def _write_case(outcome: CaseResult, loaded: LoadedModel, options: CohortOptions, rows: dict,
-                own_table: Path, order: list[str]) -> CaseResult:
+                own_table: Path, order: list[str], emit: Callable[[dict], None] = lambda event: None) -> CaseResult:
     """Outputs to .partial/, the row to the table, outputs into place; a failed write is the case's error."""
     names = output_names(outcome.case, options)
     partial = options.output_dir / PARTIAL
     written: list[str] = []
+    header = {"SegLossBrain_Model": loaded.name, "SegLossBrain_ModelSha256": loaded.sha256,
+              "SegLossBrain_Version": __version__}  # the model that made each file, where the format keeps it
+    notes: list = []
     try:
         if outcome.ok:
             labels = outcome.result.sided_labels if options.hemispheres else outcome.result.labels
-            write_image(labels, partial / names["labels"], hemispheres=options.hemispheres)
+            write_image(labels, partial / names["labels"], hemispheres=options.hemispheres, header=header)
             written.append("labels")
             if options.with_confidence:
-                write_image(outcome.result.confidence, partial / names["confidence"])
+                write_image(outcome.result.confidence, partial / names["confidence"], header=header)
                 written.append("confidence")
             if options.dicom_seg:
                 write_dicom_seg(labels, outcome.case.path, partial / names["dicom_seg"], options.hemispheres,
-                                __version__)
+                                __version__, model={"name": loaded.name, "sha256": loaded.sha256}, notes=notes)
                 written.append("dicom_seg")
     except Exception as error:  # disk full, quota, a series SEG cannot describe: this case fails, the cohort goes on
         outcome = CaseResult(outcome.case, "error", "writing outputs: " + one_line(error), outcome.seconds)
+    if summarise_notes(notes):
+        emit({"event": "note", "case_id": outcome.case.case_id, "message": summarise_notes(notes)})
     rows[outcome.case.case_id] = case_row(outcome, loaded, names["labels"], options.settings)
     tables.write_table(own_table, tables.ordered(rows, order))
     for kind in written:

@@ -8,7 +8,7 @@ from typing import Callable
 import SimpleITK as sitk
 import torch
 
-from ..device import select_device
+from ..device import resolve_precision, select_device
 from ..evaluation.volumes import structure_volumes_ml
 from ..imageio.volumes import check_image, check_output_spacing
 from ..models.files import load_model
@@ -34,12 +34,14 @@ class SegmentationResult:
     sided_labels: sitk.Image | None = None  # with hemispheres: FreeSurfer aseg values, left/right split
     midsagittal_plane: Plane | None = None
     side_volumes_ml: dict = field(default_factory=dict)  # with hemispheres: name -> (left mL, right mL)
+    precision: str = "fp32"  # what the network ran in: fp32, or bf16/fp16 autocast
 
 
 def predict_probabilities(network: torch.nn.Module, tensor: torch.Tensor, device: torch.device,
-                          tta: bool = False) -> torch.Tensor:
-    """Softmax probabilities [C, D, H, W] for a normalised [1, 1, D, H, W] tensor. On CUDA the forward runs
-    under bf16 (or fp16) autocast. With ``tta``, the left-right mirrored image is segmented too and the two
+                          tta: bool = False, precision: str | None = None) -> torch.Tensor:
+    """Softmax probabilities [C, D, H, W] for a normalised [1, 1, D, H, W] tensor. ``precision`` (auto, fp32,
+    bf16; ``device.resolve_precision``) picks the autocast; None, what training's validation uses, is bf16 (or
+    fp16) autocast on CUDA and fp32 elsewhere, so that scores on a CPU repeat exactly. With ``tta``, the left-right mirrored image is segmented too and the two
     averaged: every structure is merged left+right, so the labels need no swapping after mirroring back."""
     tensor = tensor.to(device)
     if next(network.parameters()).is_contiguous(memory_format=torch.channels_last_3d):
@@ -48,17 +50,23 @@ def predict_probabilities(network: torch.nn.Module, tensor: torch.Tensor, device
     total = None
     for index, view in enumerate(views):
         with torch.inference_mode():
-            if device.type == "cuda":
-                dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-                with torch.autocast("cuda", dtype=dtype):
-                    logits = network(view)
-            else:
+            dtype = autocast_dtype(device, precision)
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 logits = network(view)
             probabilities = torch.softmax(logits.float(), dim=1)[0]
         if index == 1:
             probabilities = torch.flip(probabilities, dims=[-1])
         total = probabilities if total is None else total + probabilities
     return (total / len(views)).cpu()
+
+
+def autocast_dtype(device: torch.device, precision: str | None) -> torch.dtype | None:
+    """The autocast dtype of inference (None: plain fp32). CUDA keeps fp16 where it lacks bf16."""
+    if device.type == "cuda" and precision in (None, "auto"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type in ("cuda", "cpu") and precision is not None and resolve_precision(precision, device) == "bf16":
+        return torch.bfloat16
+    return None
 
 
 def load_network(model: str | os.PathLike | torch.nn.Module | None, device: torch.device):
@@ -94,14 +102,17 @@ def segment_prepared(prepared: PreparedImage, network: torch.nn.Module, device: 
                      tta: bool = False, return_probabilities: bool = False, with_confidence: bool = False,
                      progress: ProgressCallback | None = None, island_fraction: float = 0.0,
                      output_spacing: float | None = None, hemispheres: bool = False,
-                     force: bool = False) -> SegmentationResult:
+                     force: bool = False, precision: str | None = None) -> SegmentationResult:
     """The network and the way back to the input grid (options as ``segment``), for an image that
     ``prepare_image`` made ready."""
     report = progress or (lambda fraction, message: None)
     image, network_grid = prepared.image, prepared.grid
-    report(0.25, f"running the network on {device.type} ({'x'.join(map(str, network_grid.shape))} voxels"
+    dtype = autocast_dtype(device, precision)
+    used = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    report(0.25, f"running the network on {device.type} in {used} ({'x'.join(map(str, network_grid.shape))} voxels"
                  f"{', with left-right flip' if tta else ''})")
-    probabilities = suppress_islands(predict_probabilities(network, prepared.tensor, device, tta=tta), island_fraction)
+    probabilities = suppress_islands(predict_probabilities(network, prepared.tensor, device, tta=tta,
+                                                           precision=precision), island_fraction)
     quality = qc.check_input(probabilities, network_grid.spacing, force)
     report(0.8, "mapping probabilities back to the input grid")
     reference = image if output_spacing is None else grids.isotropic_grid(image, output_spacing)
@@ -126,13 +137,15 @@ def segment_prepared(prepared: PreparedImage, network: torch.nn.Module, device: 
         sided_labels=sided,
         midsagittal_plane=plane,
         side_volumes_ml=sides_ml,
+        precision=used,
     )
 
 
 def segment(image: sitk.Image, model: str | os.PathLike | torch.nn.Module | None = None, device: str = "auto",
             tta: bool = False, return_probabilities: bool = False, with_confidence: bool = False,
             progress: ProgressCallback | None = None, island_fraction: float = 0.0,
-            output_spacing: float | None = None, hemispheres: bool = False, force: bool = False) -> SegmentationResult:
+            output_spacing: float | None = None, hemispheres: bool = False, force: bool = False,
+            precision: str | None = None) -> SegmentationResult:
     """Segment the 19 structures of a brain MR volume.
 
     ``model``: None (the installed default), a path or name of a model file, or a loaded network.
@@ -142,6 +155,8 @@ def segment(image: sitk.Image, model: str | os.PathLike | torch.nn.Module | None
     mapped from the same probabilities; by default exactly ``image``'s size, spacing, origin and direction.
     ``hemispheres``: also split the paired structures into left and right (``sided_labels``).
     ``force``: segment even when no brain is found (``qc.NoBrainError`` otherwise, before any output exists).
+    ``precision``: auto (bf16 where native: CUDA, CPUs with AVX512-BF16/AMX), fp32 or bf16; None as
+    ``predict_probabilities`` (the commands pass auto).
     For many images, ``inference.cohort.segment_many`` loads the model once and overlaps reading with the network."""
     report = progress or (lambda fraction, message: None)
     check_image(image)  # bad input is refused before the model is loaded
@@ -156,4 +171,4 @@ def segment(image: sitk.Image, model: str | os.PathLike | torch.nn.Module | None
     return segment_prepared(prepare_image(image, checked=True), network, chosen, metadata, tta=tta,
                             return_probabilities=return_probabilities, with_confidence=with_confidence,
                             progress=progress, island_fraction=island_fraction, output_spacing=output_spacing,
-                            hemispheres=hemispheres, force=force)
+                            hemispheres=hemispheres, force=force, precision=precision)

@@ -146,6 +146,16 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
     raise ModelError(f"no model named {model!r} (known: {names}); give a name or a path to a .safetensors file")
 
 
+def model_identity(model: str | os.PathLike | None) -> dict:
+    """What names a result's model: ``name``, ``source`` (shipped, user or file), ``path``, ``sha256`` (recorded at
+    save and checked at load) and the ``metadata``, for ``model`` as ``resolve_model`` takes it. Reads no weights."""
+    path = resolve_model(model)
+    metadata = read_metadata(path)
+    source = next((e.source for e in list_models() if e.path.resolve() == path.resolve()), "file")
+    return {"name": path.stem, "source": source, "path": str(path), "sha256": str(metadata.get("sha256", "")),
+            "metadata": metadata}
+
+
 def list_versions() -> list[ModelVersion]:
     """Shipped then user versions, the active one marked (none marked when no model is installed)."""
     entries = list_models()
@@ -165,9 +175,26 @@ def _find(name: str) -> ModelEntry:
     return matches[0]  # the same choice as resolve_model: shipped first
 
 
-def activate(name: str) -> ModelVersion:
-    """Make ``name`` the version used when none is named."""
+def worse_than_base(metadata: dict) -> str | None:
+    """Why a fine-tuned version should not become the default silently: its own validation scored it below its base
+    (mean Dice before -> after), or None."""
+    validation = metadata.get("validation") or {}
+    before, after = (validation.get("before") or {}).get("mean"), (validation.get("after") or {}).get("mean")
+    if before is None or after is None or after >= before:
+        return None
+    base = (metadata.get("base") or {}).get("name", "its base")
+    return (f"on its own validation case it scored worse than its base {base} (mean Dice {before:.3f} -> "
+            f"{after:.3f})")
+
+
+def activate(name: str, force: bool = False) -> ModelVersion:
+    """Make ``name`` the version used when none is named. A version that scored worse than its base on its own
+    validation is refused unless ``force``: every later segmentation would use it without a word."""
     entry = _find(name)
+    worse = worse_than_base(entry.metadata)
+    if worse and not force:
+        raise StoreError(f"not activating {name!r}: {worse}. Pass --force to activate it anyway, or keep the current "
+                         "model")
     try:
         load_model(entry.path)  # refuse now what would fail at the next segmentation
     except ModelError as error:
