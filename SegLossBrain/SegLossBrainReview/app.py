@@ -36,10 +36,13 @@ class ReviewApp:
         register_rca_factories(self.slicer.view_manager, server, rca_encoder="png")
         self.layouts = LayoutManager(self.slicer.scene, self.slicer.view_manager, server)
         self.layouts.register_layout_dict(LayoutManager.default_grid_configuration(), lazy_initialization=True)
+        # the views exist before the segment editor: its effects attach their pipelines to the views when their
+        # parameters are first set, and a view still being built then is missed (no brush in it)
+        self.layouts.create_layout_views_if_needed(LAYOUT)
         self.editor_logic = SegmentEditorLogic(server, self.slicer)
         self.tuning = TuningSession(self, finetune_args, finetune_minutes)
         self._defaults()
-        for name in ("open_case", "centre_on", "save_correction", "start_finetune", "stop_finetune", "activate"):
+        for name in ("open_case", "centre_on", "fit_views", "save_correction", "start_finetune", "stop_finetune", "activate"):
             self.ctrl[name] = getattr(self, name)
         editor_ui = build_page(server, self.ctrl, self.layouts, SegmentEditorUI)
         self.editor_logic.set_ui(editor_ui)
@@ -66,10 +69,17 @@ class ReviewApp:
         from trame_slicer.app.ui.segmentation.paint_effect_ui import PaintEffectState
         from trame_slicer.segmentation import BrushDiameterMode
 
+        from trame_slicer.segmentation import SegmentationEffectErase, SegmentationEffectPaint
+
         brush = TypedState(self.state, PaintEffectState).data
         brush.brush_diameter_mode = BrushDiameterMode.Absolute
         brush.use_sphere_brush = False
         brush.brush_diameter_slider.value = BRUSH_DIAMETER_MM
+        # the page syncs a brush's size and shape to the effect, not its mode: set the effects themselves too
+        for effect_type in (SegmentationEffectPaint, SegmentationEffectErase):
+            effect = self.slicer.segmentation_editor.get_effect(effect_type)
+            effect.set_brush_diameter(BRUSH_DIAMETER_MM, BrushDiameterMode.Absolute)
+            effect.set_use_sphere_brush(False)
 
     # -- cases ------------------------------------------------------------------------------------------------
     def open_case(self, index: int, data: CaseData | None = None) -> None:
@@ -113,6 +123,10 @@ class ReviewApp:
         display = self.loaded.volume.GetDisplayNode()
         display.AutoWindowLevelOff()
         display.SetWindowLevel(float(window), float(level))
+
+    def fit_views(self) -> None:
+        """Each slice view shows its whole slice of the scan again (Slicer's fit to window)."""
+        self.slicer.display_manager.reset_views()
 
     def centre_on(self, index: int) -> None:
         from SegLossBrainSlicer.confidence import centre_views_on, segment_view_point

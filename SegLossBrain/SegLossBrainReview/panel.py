@@ -52,6 +52,7 @@ def _case_panel(ctrl):
                     html.Span("{{ row.name }}")
                 html.Td("{{ row.volume_ml.toFixed(2) }}", style="text-align: right;")
                 html.Td("{{ row.flag ? 'QC' : '' }}", classes="text-warning", style="padding-left: 6px;")
+        v3.VBtn("Fit views", id="fit-views", click=ctrl.fit_views, size="small", variant="tonal", classes="mt-2")
         html.Div("Window / level", classes="text-subtitle-2 mt-3")
         v3.VSlider(v_model=("window",), min=("wl_min",), max=("wl_max",), step=("wl_step",), label="W",
                    density="compact", hide_details=True, id="window-slider")
