@@ -17,6 +17,7 @@ class Case:
     image: Path
     labels: Path | None = None  # None: segment it with the active model when opened
     qc: list[str] = field(default_factory=list)  # warnings and "structure: reason" flags, as batch wrote them
+    qc_known: bool = False  # the engine judged this result (batch/segment); else labels from a file
     model: str = ""
     status: str = "ok"
     reason: str = ""
@@ -55,7 +56,7 @@ def results_folder_cases(folder: Path) -> list[Case]:
     for case_id, row in all_rows(Path(folder)).items():
         labels = Path(folder) / row["labels"] if row.get("labels") else None
         cases.append(Case(case_id=case_id, image=Path(row.get("input", "")), labels=labels,
-                          qc=split_qc(row.get("qc", "")), model=row.get("model", ""),
+                          qc=split_qc(row.get("qc", "")), qc_known=True, model=row.get("model", ""),
                           status=row.get("status", ""), reason=row.get("reason", "")))
     return sorted(cases, key=lambda c: (c.status != "ok", -len(c.qc), c.case_id))
 

@@ -42,6 +42,7 @@ def segment_scan(data: CaseData, case: Case, progress=None) -> None:
     quality = result.quality
     if quality is not None:
         case.qc = list(quality.warnings) + [f"{name}: {reason}" for name, reason in quality.flags.items()]
+    case.qc_known = True
     case.model = str(result.model_metadata.get("name", "")) or "active model"
 
 
@@ -54,7 +55,7 @@ def volume_rows(labels: np.ndarray, voxel_mm3: float, case: Case) -> list[Volume
 
     table = load_label_table()
     rows = structure_volumes(labels, voxel_mm3, table)
-    if case.qc:
+    if case.qc_known:
         flags = {}
         for item in case.qc:
             name, _, reason = item.partition(":")
