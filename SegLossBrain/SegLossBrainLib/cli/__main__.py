@@ -1,6 +1,4 @@
 """``python -m SegLossBrainLib.cli``: what the Slicer module and ``torchrun`` run."""
-import sys
+from . import console_main
 
-from . import main
-
-sys.exit(main())
+console_main()
