@@ -162,3 +162,25 @@ def test_with_two_shipped_models_the_default_is_active_and_the_other_selectable_
     assert model_store.default_model_path() == installed["shipped"]
     assert active_names() == [model_store.DEFAULT_MODEL_NAME]
     assert model_store.resolve_model("wong2018-explog") == older
+
+
+def with_validation(path, before, after, base="wong2018-explog-fs"):
+    """Record a fine-tune's own validation (mean Dice before -> after) in a model's metadata."""
+    meta_path = models.metadata_path(path)
+    metadata = json.loads(meta_path.read_text())
+    metadata.update({"base": {"name": base, "source": "shipped"},
+                     "validation": {"before": {"mean": before}, "after": {"mean": after}}})
+    meta_path.write_text(json.dumps(metadata))
+
+
+def test_activating_a_version_worse_than_its_base_needs_force(installed, capsys):
+    with_validation(installed["site-a"], before=0.80, after=0.78)
+    with pytest.raises(StoreError, match=r"scored worse than its base wong2018-explog-fs \(mean Dice 0.800 -> 0.780\)"):
+        model_store.activate("site-a")
+    assert active_names() == [model_store.DEFAULT_MODEL_NAME]
+    assert main(["models", "activate", "site-a"]) == 2
+    assert "--force" in capsys.readouterr().err and active_names() == [model_store.DEFAULT_MODEL_NAME]
+    assert main(["models", "activate", "site-a", "--force"]) == 0
+    assert active_names() == ["site-a"]
+    with_validation(installed["store"] / "site-b.safetensors", before=0.80, after=0.83)  # better: no question
+    assert model_store.activate("site-b").active

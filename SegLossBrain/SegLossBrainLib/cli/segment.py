@@ -31,12 +31,13 @@ def describe_model(model: dict) -> str:
 
 
 def run_segment(args, reporter: Reporter) -> int:
-    from ..imageio.content import refuse_label_map
-    from ..imageio.volumes import check_image, read_image
     from ..models.store import model_identity
 
     _check_request(args)
     model = model_identity(args.model)  # a missing model is refused now, not after reading a large volume
+    from ..imageio.content import refuse_label_map
+    from ..imageio.volumes import check_image, read_image
+
     image = read_image(args.input)
     check_image(image)  # 2D, 4D, constant, NaN: what no option makes usable, said first
     if not args.force:

@@ -32,6 +32,9 @@ def check_outputs(outputs: list[Output], inputs: list[str | os.PathLike] = (), o
     for output in outputs:
         path, resolved = output.path, output.path.resolve()
         suffix = file_suffix(path)
+        if path.is_dir():
+            raise InputError(f"{output.option} {path} is a folder; give a file name (e.g. "
+                             f"{path / ('out' + (output.formats[0] if suffix not in output.formats else suffix))})")
         if suffix not in output.formats:
             raise InputError(f"{output.option} {path}: unsupported format {suffix or '(no suffix)'!r}; use "
                              f"{', '.join(output.formats)}")
@@ -41,8 +44,6 @@ def check_outputs(outputs: list[Output], inputs: list[str | os.PathLike] = (), o
         if resolved in seen:
             raise InputError(f"{output.option} and {seen[resolved]} both name {path}; give each output its own path")
         seen[resolved] = output.option
-        if path.is_dir():
-            raise InputError(f"{output.option} {path} is a folder; give a file name (e.g. {path / ('out' + suffix)})")
         if path.exists() or path.is_symlink():
             if not path.is_file():
                 raise InputError(f"{output.option} {path} exists and is not a regular file (a device or special "
