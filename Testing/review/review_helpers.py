@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -172,7 +171,3 @@ def click_id(driver, element_id: str) -> None:
     from selenium.webdriver.common.by import By
 
     driver.find_element(By.ID, element_id).click()
-
-
-def copy_tree(source: Path, target: Path) -> None:
-    shutil.copytree(source, target)
