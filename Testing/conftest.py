@@ -154,6 +154,14 @@ def keep_the_locale():
     locale.setlocale(locale.LC_ALL, saved)
 
 
+def phantom_series(folder: Path, labels_network, direction, spacing, size) -> tuple[Path, list[Path]]:
+    """An oblique phantom brain written as a DICOM series in ``folder``, which the ``labels_network`` "segments"
+    as the labelmap it was made from. Returns (folder, files)."""
+    labels, _ = phantom_brain(direction=direction, spacing=spacing, size=size)
+    labels_network(labels)
+    return folder, write_dicom_series(brain_image(labels), folder)
+
+
 @pytest.fixture(scope="session")
 def random_model_file(tmp_path_factory) -> Path:
     """A randomly initialised Wong 2018 model saved as a model file (never presented as trained). It finds no

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import brain_image, phantom_brain, rotation, write_dicom_series
+from conftest import brain_image, phantom_brain, phantom_series, rotation
 from SegLossBrainLib.cli import main
 from SegLossBrainLib.labels import load_label_table, output_segments
 
@@ -14,10 +14,7 @@ pydicom = pytest.importorskip("pydicom")
 
 @pytest.fixture
 def series(tmp_path, labels_network):
-    labels, _ = phantom_brain(direction=rotation(4, -9, 15), spacing=(1.4, 1.6, 2.2), size=(96, 88, 64))
-    labels_network(labels)
-    files = write_dicom_series(brain_image(labels), tmp_path / "series")
-    return tmp_path / "series", files
+    return phantom_series(tmp_path / "series", labels_network, rotation(4, -9, 15), (1.4, 1.6, 2.2), (96, 88, 64))
 
 
 def frame_geometry(dataset):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import brain_image, phantom_brain, rotation, write_dicom_series
+from conftest import phantom_series, rotation
 from SegLossBrainLib.cli import main
 
 highdicom = pytest.importorskip("highdicom")
@@ -48,10 +48,7 @@ def _anonymise(files, remove, odd):
 
 @pytest.fixture
 def series(tmp_path, labels_network):
-    labels, _ = phantom_brain(direction=rotation(4, -9, 15), spacing=(2.0, 2.2, 3.0), size=(70, 72, 46))
-    labels_network(labels)
-    files = write_dicom_series(brain_image(labels), tmp_path / "series")
-    return tmp_path / "series", files
+    return phantom_series(tmp_path / "series", labels_network, rotation(4, -9, 15), (2.0, 2.2, 3.0), (70, 72, 46))
 
 
 @pytest.mark.parametrize("odd", [{}, {"PatientSex": "Unknown", "StudyDate": "2024-01-01", "StudyTime": "noon"}],

@@ -184,8 +184,9 @@ def add_model_option(command, help_text: str = MODEL_HELP) -> None:
     command.add_argument("--model", help=help_text)
 
 
-def add_model_options(command) -> None:
-    """The options of every command that runs the segmentation model (``segment``, ``demo``, ``batch``)."""
+def add_model_options(command, progress_json: bool = True) -> None:
+    """The options of every command that runs the segmentation model (``segment``, ``demo``, ``batch``,
+    ``evaluate``)."""
     add_model_option(command)
     add_device_option(command)
     add_precision_option(command)
@@ -193,7 +194,8 @@ def add_model_options(command) -> None:
     command.add_argument("--remove-islands", type=fraction, default=0.0, metavar="FRACTION",
                          help="give each structure's detached pieces smaller than FRACTION of its largest piece "
                               "to their next most probable class (e.g. 0.1; off by default, CSF never)")
-    add_progress_json(command)
+    if progress_json:
+        add_progress_json(command)
 
 
 def add_overwrite_option(command) -> None:

@@ -5,7 +5,7 @@ import csv
 from pathlib import Path
 
 from ..imageio.atomic import open_atomic
-from .common import add_device_option, add_model_option, add_precision_option, fraction
+from .common import add_model_options
 
 
 def run_evaluate(args, reporter) -> int:
@@ -61,12 +61,6 @@ def add_evaluate_command(commands) -> None:
     evaluate.add_argument("--aseg", action="store_true",
                           help="the references are FreeSurfer aseg values; the mean then leaves out CSF and optic "
                                "chiasm, which aseg draws differently")
-    add_model_option(evaluate)
-    add_device_option(evaluate)
-    add_precision_option(evaluate)
-    evaluate.add_argument("--tta", action="store_true", help="also segment the left-right mirror and average")
-    evaluate.add_argument("--remove-islands", type=fraction, default=0.0, metavar="FRACTION",
-                          help="as segment: detached pieces below FRACTION of a structure's largest go to their next "
-                               "most probable class (off by default)")
+    add_model_options(evaluate, progress_json=False)
     evaluate.add_argument("--csv", help="write per-structure rows (Dice, HD95, volume difference) to this CSV")
     evaluate.set_defaults(handler=run_evaluate)
