@@ -60,7 +60,7 @@ def test_a_brain_cut_by_the_field_of_view_is_named(tmp_path, random_model_file, 
     assert f"cut by the field of view on the {cut_side} side" in err
     assert err.count("cut by the field of view") == 1
     source = write_image(whole, tmp_path / "whole.nrrd")
-    assert main(["segment", str(source), str(tmp_path / "l.nii.gz"), "--model", str(random_model_file)]) == 0
+    assert main(["segment", str(source), str(tmp_path / "whole_labels.nii.gz"), "--model", str(random_model_file)]) == 0
     assert "cut by the field of view" not in capsys.readouterr().err
 
 

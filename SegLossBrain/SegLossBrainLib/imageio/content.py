@@ -102,17 +102,6 @@ def _distinct_integers(array: np.ndarray) -> np.ndarray | None:
     return values if len(values) <= MAX_LABEL_VALUES else None
 
 
-def label_map_file_reason(path: str | os.PathLike) -> str | None:
-    """``label_map_reason`` for a file (a cohort's folder search); None for a file that cannot be read: its case
-    then says why."""
-    from .volumes import read_image
-
-    try:
-        return label_map_reason(read_image(path), str(path))
-    except Exception:
-        return None
-
-
 def refuse_label_map(image, name: str = "input") -> None:
     reason = label_map_reason(image, name)
     if reason:

@@ -16,10 +16,10 @@ from typing import Callable
 
 from .. import __version__
 from ..evaluation.volumes import intracranial_volume_ml
-from ..imageio.content import label_map_file_reason
+from ..imageio.content import label_map_reason
 from ..imageio.dicomseg import check_dicom_seg_request, check_series_input, summarise_notes, write_dicom_seg
 from ..imageio.discovery import Case, discover_cases
-from ..imageio.volumes import InputError, write_image
+from ..imageio.volumes import InputError, read_image, write_image
 from . import cohort_table as tables
 from .cohort import (CaseResult, LoadedModel, Worker, check_options, load_cohort_model, model_sha256, one_line,
                      segment_many)
@@ -108,7 +108,7 @@ def find_cases(inputs: list, output_dir: Path, force: bool = False, skipped: lis
         if path.resolve() == resolved or (path.parent.resolve() == resolved
                                           and any(k in path.name for k in _OUTPUT_KINDS)):
             return True
-        if not force and path.is_file() and label_map_file_reason(path):
+        if not force and path.is_file() and _looks_like_labels(path):
             skipped.append(path)
             return True
         return False
@@ -253,6 +253,15 @@ def _write_case(outcome: CaseResult, loaded: LoadedModel, options: CohortOptions
         else:
             (partial / names[kind]).unlink(missing_ok=True)
     return outcome
+
+
+def _looks_like_labels(path: Path) -> bool:
+    """True for a file whose content looks like a label map or mask; False too for one that cannot be read: its
+    case then says why."""
+    try:
+        return label_map_reason(read_image(path)) is not None
+    except Exception:
+        return False
 
 
 def _not_a_series(case: Case) -> str | None:
