@@ -44,10 +44,31 @@ def test_long_field_of_view_keeps_the_top():
     image = sitk.Image([40, 40, 300], sitk.sitkFloat32)  # 300 mm along S: a head with neck
     image += 100.0
     planned = grids.plan_network_grid(image)
-    assert planned.size[2] == grids.MAX_GRID_VOXELS
+    assert planned.size[2] == grids.MAX_GRID_HEIGHT_VOXELS == 144
     top_of_image = image.TransformContinuousIndexToPhysicalPoint([0, 0, 299.5])[2]
     top_of_grid = planned.origin[2] + (planned.size[2] - 0.5) * 1.5
     assert abs(top_of_grid - top_of_image) < 1.5
+
+
+@pytest.mark.parametrize("direction", [np.eye(3), FLIP_PERMUTE])
+def test_shoulders_below_the_kept_slab_do_not_widen_the_grid(direction):
+    """A 150 mm wide head on 300 mm wide shoulders, 320 mm of field along S (2 mm voxels): the grid keeps the top
+    216 mm and is as wide as the head there (112 voxels: 150 mm rounded up to 16 x 1.5 mm), not the shoulders
+    (which would give the 160-voxel cap)."""
+    size = 160
+    image = sitk.Image([size] * 3, sitk.sitkFloat32)
+    image.SetSpacing([2.0] * 3)
+    image.SetDirection([float(v) for v in np.asarray(direction).flatten()])
+    k, j, i = np.meshgrid(*[np.arange(size)] * 3, indexing="ij")
+    lps = np.stack([i, j, k], -1) * 2.0 @ np.asarray(direction).T  # origin 0: x left, y posterior, z superior
+    x, y, z = (lps[..., a] - lps[..., a].min() for a in range(3))  # 0..318 mm along each axis
+    head = (np.abs(x - 160) < 75) & (np.abs(y - 160) < 100) & (z >= 100)
+    shoulders = (np.abs(x - 160) < 150) & (np.abs(y - 160) < 100) & (z < 100)
+    array = np.where(head | shoulders, 100.0, 0.0).astype(np.float32)
+    volume = sitk.GetImageFromArray(array)
+    volume.CopyInformation(image)
+    planned = grids.plan_network_grid(volume)
+    assert planned.size == (112, 144, 144)  # x: 150 mm head; y: 200 mm; z: capped at 216 mm
 
 
 @pytest.mark.parametrize("direction", [np.eye(3), OBLIQUE @ FLIP_PERMUTE])

@@ -19,9 +19,11 @@ import torch
 from held_out import WATCH, held_out_dice
 from SegLossBrainLib.labels import load_label_table
 from SegLossBrainLib.models.files import load_model
+from SegLossBrainLib.paths import BRAIN_LABEL_MAPS, HELD_OUT_BRAIN_MAPS, data_dir
 
 
-def score_models(paths: list[str], draws: int, seed: int, threads: int, device: str = "cpu") -> tuple[np.ndarray, list[str]]:
+def score_models(paths: list[str], draws: int, seed: int, threads: int, device: str = "cpu",
+                 maps: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
     """Dice [model, image, class] on the same synthetic images for every model."""
     torch.set_num_threads(threads)
     table = load_label_table()
@@ -35,7 +37,7 @@ def score_models(paths: list[str], draws: int, seed: int, threads: int, device: 
             image = image.to(device)
             return {m: network(image[None]).argmax(dim=1)[0].cpu().numpy() for m, network in enumerate(networks)}
 
-    scores = held_out_dice(segment, draws, seed)
+    scores = held_out_dice(segment, draws, seed, maps=maps)
     return np.stack([scores[m] for m in range(len(networks))]), table.names
 
 
@@ -46,14 +48,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=555)  # not training's VALIDATION_SEED
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--fs-maps", action="store_true",
+                        help="score on the brain-only FreeSurfer-convention maps held out of training "
+                             "(paths.HELD_OUT_BRAIN_MAPS) instead of the full-head maps 19-20")
     args = parser.parse_args()
     if len(args.models) < 2:
         parser.error("give a baseline and at least one candidate")
-    dice, names = score_models(args.models, args.draws, args.seed, args.threads, args.device)
+    maps = [str(data_dir() / BRAIN_LABEL_MAPS / name) for name in HELD_OUT_BRAIN_MAPS] if args.fs_maps else None
+    dice, names = score_models(args.models, args.draws, args.seed, args.threads, args.device, maps)
     table = load_label_table()
     mean17 = np.nanmean(dice[:, :, table.scored_indices], axis=2)  # [model, image]
     watch = [names.index(n) for n in WATCH]
-    print(f"\n{dice.shape[1]} held-out synthetic images (seed {args.seed}); baseline {Path(args.models[0]).name}")
+    which = "FreeSurfer-convention brain-only" if args.fs_maps else "full-head"
+    print(f"\n{dice.shape[1]} held-out synthetic images from {which} maps (seed {args.seed}); "
+          f"baseline {Path(args.models[0]).name}")
     print("| model | mean Dice (17) | paired diff ± s.e. | images better | " + " | ".join(WATCH) + " |")
     print("|---|---|---|---|" + "---|" * len(WATCH))
     for m, path in enumerate(args.models):

@@ -23,14 +23,16 @@ SHIPPED_MODEL = shipped_models_dir() / f"{DEFAULT_MODEL_NAME}.safetensors"
 WATCH = ("inferior lateral ventricle", "accumbens", "3rd ventricle", "4th ventricle", "amygdala")
 
 
-def held_out_dice(segment: Callable[[torch.Tensor], dict], draws: int, seed: int, settings=None) -> dict:
+def held_out_dice(segment: Callable[[torch.Tensor], dict], draws: int, seed: int, settings=None,
+                  maps: list[str] | None = None) -> dict:
     """``segment(image)`` gets each synthetic image ([1, D, H, W], the target's grid) and returns
     {contender: labels [D, H, W]}; the result is {contender: Dice [image, class]} over ``draws`` images per
-    held-out map (draw by draw, map by map). ``settings``: SynthesisSettings, default the whole brain at 1.5 mm."""
+    held-out map (draw by draw, map by map). ``settings``: SynthesisSettings, default the whole brain at 1.5 mm;
+    ``maps``: label map paths, default the full-head maps held out of training (``paths.HELD_OUT_MAPS``)."""
     from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
 
     table = load_label_table()
-    maps = [str(label_maps_dir() / name) for name in HELD_OUT_MAPS]
+    maps = maps or [str(label_maps_dir() / name) for name in HELD_OUT_MAPS]
     generator = SyntheticBrainGenerator(maps, settings or SynthesisSettings(patch_size=VALIDATION_SIZE))
     rng = torch.Generator().manual_seed(seed)
     scores: dict = {}

@@ -47,7 +47,11 @@ tensor = grids.to_network(image, network_grid); mark("resample onto the network 
 device = select_device("cpu")
 network, metadata = seg.load_network(sys.argv[3] if sys.argv[3] != "-" else None, device); mark("load the model")
 precision = sys.argv[5]
-probabilities = seg.predict_probabilities(network, tensor, device, precision=precision); mark("network")
+try:
+    probabilities = seg.predict_probabilities(network, tensor, device, precision=precision)
+except TypeError:  # an engine from before --precision (fp32 on CPUs)
+    probabilities = seg.predict_probabilities(network, tensor, device)
+mark("network")
 quality = qc.check_input(probabilities, network_grid.spacing, False)
 labels, _ = grids.probabilities_to_image(probabilities, network_grid, image, False); mark("probabilities back")
 volumes = structure_volumes_ml(labels)
@@ -55,7 +59,7 @@ qc.check_output(quality, labels, volumes); mark("QC and volumes")
 write_image(labels, sys.argv[2]); mark("write")
 stages = {b[0]: b[1] - a[1] for a, b in zip(marks, marks[1:])}
 print(json.dumps({"stages": stages, "total_s": marks[-1][1] - marks[0][1], "grid": list(network_grid.shape),
-                  "dtype": str(seg.autocast_dtype(device, precision)),
+                  "dtype": str(seg.autocast_dtype(device, precision)) if hasattr(seg, "autocast_dtype") else "None",
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -76,8 +80,7 @@ def run_stages(volume: Path, model: str, threads: int, precision: str, env: dict
 
 def run_cli(volume: Path, model: str, threads: int, precision: str, env: dict, out: str) -> dict:
     """The command a user types, timed from outside, with the peak RSS of the child (GNU time's format)."""
-    command = [sys.executable, "-m", "SegLossBrainLib.cli", "segment", str(volume), out, "--threads", str(threads),
-               "--overwrite"]
+    command = [sys.executable, "-m", "SegLossBrainLib.cli", "segment", str(volume), out]  # torch uses every core by default
     if model != "-":
         command += ["--model", model]
     if precision != "auto":
@@ -99,15 +102,20 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--isa", default="native", choices=sorted(ISA))
     parser.add_argument("--no-cli", action="store_true", help="skip the end-to-end CLI runs")
+    parser.add_argument("--engine", type=Path,
+                        help="the SegLossBrain/ folder of another checkout (e.g. a git worktree of an older commit) "
+                             "whose engine the child processes import instead: before/after tables")
     args = parser.parse_args()
     volume = volume_256(args.volume)
     env = {**os.environ, **ISA[args.isa]}
+    if args.engine:
+        env["PYTHONPATH"] = os.pathsep.join([str(args.engine.resolve()), env.get("PYTHONPATH", "")])
     with tempfile.TemporaryDirectory() as folder:
         runs = [run_stages(volume, args.model, args.threads, args.precision, env, f"{folder}/s{i}.nii.gz")
                 for i in range(args.repeats)]
         cli = [] if args.no_cli else [run_cli(volume, args.model, args.threads, args.precision, env,
                                               f"{folder}/c{i}.nii.gz") for i in range(args.repeats)]
-    print(f"volume {volume.name}, network grid {runs[0]['grid']}, autocast {runs[0]['dtype']}, isa {args.isa}, "
+    print(f"engine {args.engine or 'this checkout'}, volume {volume.name}, network grid {runs[0]['grid']}, autocast {runs[0]['dtype']}, isa {args.isa}, "
           f"{args.threads} threads, median of {args.repeats}, load average before: {os.getloadavg()[0]:.2f}\n")
     print("| stage | seconds (median) | runs |\n|---|---|---|")
     for stage in runs[0]["stages"]:

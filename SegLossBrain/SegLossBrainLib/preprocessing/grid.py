@@ -4,8 +4,9 @@ The network grid is isotropic at ``NETWORK_SPACING_MM`` (1.5 mm). Its axes are t
 permuted and flipped so that they point as close as possible to L, P, S (ITK's LPS identity): the network
 always sees the head in the orientation it was trained in, and an oblique acquisition (usually aligned to
 the anatomy) keeps its alignment instead of being rotated once more. Its extent is the head's bounding box,
-rounded up to a multiple of 16 voxels and capped at ``MAX_GRID_VOXELS`` per axis; when the head is longer
-than the cap (a scan with neck) the grid keeps the superior end, where the brain is.
+rounded up to a multiple of 16 voxels and capped (``MAX_GRID_VOXELS`` across, ``MAX_GRID_HEIGHT_VOXELS`` along
+the superior axis); when the head is longer than the cap (a scan with neck) the grid keeps the superior end,
+where the brain is, and its other two axes cover the head within that slab only.
 
 Because the two grids share axes, the map from an input voxel to network coordinates is separable (one
 scale and offset per axis). Coming back, the network's probabilities (not its labels) are interpolated
@@ -26,7 +27,11 @@ from .grid_constants import NETWORK_SPACING_MM, SIZE_MULTIPLE
 from .intensity import normalise_intensity
 from .output_grid import isotropic_geometry
 
-MAX_GRID_VOXELS = 160  # 240 mm at 1.5 mm: a whole adult head; longer fields of view (neck) are cropped
+MAX_GRID_VOXELS = 160  # 240 mm at 1.5 mm across (left-right, front-back): a whole adult head
+# 216 mm along the superior axis, from the top of the head down: in the 20 whole-head training maps the lowest
+# brain voxel lies 143-166 mm below the top of the head (194 mm in one map whose top label is 55 mm above the
+# brain). Longer fields of view (neck, shoulders) are cropped: 10 % fewer voxels than 240 mm for the network.
+MAX_GRID_HEIGHT_VOXELS = 144
 MIN_GRID_VOXELS = 64
 _FOREGROUND_SPACING_MM = 3.0  # the head mask is found on a coarse copy: fast, and blind to single bright voxels
 
@@ -107,17 +112,43 @@ def plan_network_grid(image: sitk.Image, spacing: float = NETWORK_SPACING_MM) ->
     coarse, mask = head_mask(image)
     low, high = physical_bounds(coarse, mask, frame)
     extent = high - low
-    voxels = np.ceil(extent / spacing / SIZE_MULTIPLE).astype(int) * SIZE_MULTIPLE
-    voxels = np.clip(voxels, MIN_GRID_VOXELS, MAX_GRID_VOXELS)
+    voxels = _grid_voxels(extent, spacing)
     span = voxels * spacing
     start = (low + high) / 2 - span / 2
-    # The frame's third axis points superior: when the head is too long, keep its top and drop the neck.
+    # The frame's third axis points superior: when the head is too long, keep its top and drop the neck, and
+    # bound the other two axes by the head within that slab only: shoulders below it would widen the grid
+    # (and the network's work) for voxels that are cut off anyway.
     if extent[2] > span[2]:
         start[2] = high[2] - span[2]
+        slab_low, slab_high = _bounds_above(coarse, mask, frame, start[2])
+        low[:2], high[:2] = slab_low[:2], slab_high[:2]
+        voxels[:2] = _grid_voxels(high[:2] - low[:2], spacing)
+        span[:2] = voxels[:2] * spacing
+        start[:2] = (low[:2] + high[:2]) / 2 - span[:2] / 2
     origin = frame @ (start + spacing / 2)  # the first voxel's centre, back in LPS
     return NetworkGrid(
         tuple(float(v) for v in origin), tuple(int(v) for v in voxels), tuple(float(v) for v in frame.flatten()), spacing
     )
+
+
+def _grid_voxels(extent: np.ndarray, spacing: float) -> np.ndarray:
+    """Voxels per axis covering ``extent`` mm: a multiple of 16, within the grid's bounds."""
+    voxels = np.ceil(extent / spacing / SIZE_MULTIPLE).astype(int) * SIZE_MULTIPLE
+    return np.clip(voxels, MIN_GRID_VOXELS, [MAX_GRID_VOXELS, MAX_GRID_VOXELS, MAX_GRID_HEIGHT_VOXELS][:len(voxels)])
+
+
+def _bounds_above(coarse: sitk.Image, mask: np.ndarray, frame: np.ndarray, bottom: float):
+    """Bounding box (frame coordinates, voxel corners) of the mask voxels whose centres lie above ``bottom`` along
+    the frame's third (superior) axis; the whole mask's box when none does."""
+    indices = np.argwhere(mask)[:, ::-1].astype(float)  # (i, j, k)
+    matrix = np.asarray(coarse.GetDirection()).reshape(3, 3) @ np.diag(coarse.GetSpacing())
+    centres = (indices @ matrix.T + np.asarray(coarse.GetOrigin())) @ frame
+    above = np.zeros(mask.shape, dtype=bool)
+    kept = centres[:, 2] >= bottom
+    if kept.any():
+        i, j, k = indices[kept].astype(int).T
+        above[k, j, i] = True
+    return physical_bounds(coarse, above if kept.any() else mask, frame)
 
 
 def to_network(image: sitk.Image, grid: NetworkGrid) -> torch.Tensor:
