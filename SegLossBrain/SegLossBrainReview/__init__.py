@@ -8,6 +8,7 @@ as they are; nothing here is a second copy of them.
 
 One job a file: ``cases`` (what to review: one scan, or a ``batch`` results folder), ``inputs`` (bad input refused
 before anything starts), ``scene`` (a case into the MRML scene), ``corrections`` (Save correction -> a pair in the
-site's pairs folder), ``tuning`` (Fine-tune / Stop / Activate), ``panel`` (the side panel), ``app`` (the trame
+site's pairs folder), ``tuning`` (Fine-tune / Stop / Activate), ``curve`` (the validation curve as SVG),
+``overlay`` (the confidence map over the slice views), ``panel`` (the side panel), ``app`` (the trame
 app), ``launch`` (what ``seglossbrain review`` runs). Needs the ``review`` extra: ``pip install "seglossbrain[review]"``.
 """

@@ -30,6 +30,7 @@ class ReviewApp:
         self.server, self.state, self.ctrl = server, server.state, server.controller
         self.cases, self.pairs_dir, self.log = cases, pairs_dir, log
         self.loaded: LoadedCase | None = None
+        self.data: CaseData | None = None
         server.enable_module(trame_slicer_module)
         self.slicer = SlicerApp()
         # PNG: lossless, so the page shows the product's colours exactly (a local server: bandwidth is no issue)
@@ -42,13 +43,15 @@ class ReviewApp:
         self.editor_logic = SegmentEditorLogic(server, self.slicer)
         self.tuning = TuningSession(self, finetune_args, finetune_minutes)
         self._defaults()
-        for name in ("open_case", "centre_on", "fit_views", "save_correction", "start_finetune", "stop_finetune", "activate"):
+        for name in ("open_case", "centre_on", "fit_views", "save_correction", "start_finetune", "stop_finetune",
+                     "activate"):
             self.ctrl[name] = getattr(self, name)
         editor_ui = build_page(server, self.ctrl, self.layouts, SegmentEditorUI)
         self.editor_logic.set_ui(editor_ui)
         self._brush_defaults()
         self.layouts.set_layout(LAYOUT)
         self.state.change("window", "level")(self._on_window_level)
+        self.state.change("confidence_on")(self._on_confidence)
         self.open_case(first_index, first)
 
     def _defaults(self) -> None:
@@ -62,6 +65,8 @@ class ReviewApp:
         s.pairs_dir, s.pair_count = str(self.pairs_dir), len(list_pairs(self.pairs_dir))
         s.ft_name, s.ft_running, s.ft_progress, s.ft_status = self.tuning.default_name(), False, 0, ""
         s.ft_curve, s.ft_version, s.ft_activate_refused = [], "", False
+        s.ft_curve_svg, s.resegmenting = "", False
+        s.confidence_on, s.confidence_known = False, False
 
     def _brush_defaults(self) -> None:
         """A brush of a fixed size in mm, painting on the shown slice only (a cylinder, not a sphere)."""
@@ -95,11 +100,39 @@ class ReviewApp:
         if data.labels is None:
             self.log(f"segmenting {case.case_id} with the active model ...")
             segment_scan(data, case)
-        self.loaded = load_case(self.slicer.scene, case, data)
+        self._load(int(index), data, reset_views=True)
+
+    def _load(self, index: int, data: CaseData, reset_views: bool) -> None:
+        self.data = data
+        self.loaded = load_case(self.slicer.scene, self.cases[index], data)
         volume = self.loaded.volume
-        self.slicer.display_manager.show_volume(volume, do_reset_views=True)
+        self.slicer.display_manager.show_volume(volume, do_reset_views=reset_views)
         self.editor_logic.on_volume_changed(volume)
-        self._show_case(int(index), data)
+        self._show_case(index, data)
+        self._on_confidence(self.state.confidence_on)
+
+    async def resegment(self) -> None:
+        """The open case segmented again with the (newly) active model, off the event loop; the views keep
+        their slices. Corrections not saved are replaced, as the page says before."""
+        import asyncio
+
+        if self.loaded is None or self.data is None:
+            return
+        index, case = self.state.case_index, self.loaded.case
+        data = CaseData(self.data.image, None, False)
+        with self.state:
+            self.state.resegmenting = True
+        self.log(f"segmenting {case.case_id} again with the active model ...")
+        try:
+            await asyncio.to_thread(segment_scan, data, case)
+        except Exception as error:  # the page says why, the old labels stay
+            with self.state:
+                self.state.resegmenting = False
+                self.state.activate_status += f"\nThe case was not segmented again: {error}"
+            return
+        with self.state:
+            self._load(index, data, reset_views=False)
+            self.state.resegmenting = False
 
     def _show_case(self, index: int, data: CaseData) -> None:
         import SimpleITK as sitk
@@ -108,6 +141,7 @@ class ReviewApp:
         s.case_index, s.case_title = index, loaded.case.case_id
         s.model_text = f"labels: {loaded.model or 'from file'} | active model: {self.tuning.active_model()}"
         s.volume_rows = [vars(row) for row in loaded.rows]
+        s.confidence_known = loaded.confidence is not None
         s.qc_warnings = loaded.warnings
         s.save_status = ""
         values = sitk.GetArrayViewFromImage(data.image)
@@ -123,6 +157,13 @@ class ReviewApp:
         display = self.loaded.volume.GetDisplayNode()
         display.AutoWindowLevelOff()
         display.SetWindowLevel(float(window), float(level))
+
+    def _on_confidence(self, confidence_on, **_) -> None:
+        from .overlay import show_confidence
+
+        if self.loaded is not None:
+            show_confidence(self.slicer.view_manager, self.loaded.confidence, self.loaded.segmentation,
+                            bool(confidence_on))
 
     def fit_views(self) -> None:
         """Each slice view shows its whole slice of the scan again (Slicer's fit to window)."""

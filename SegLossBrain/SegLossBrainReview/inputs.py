@@ -33,6 +33,7 @@ class CaseData:
     labels: np.ndarray | None
     hemispheres: bool  # the labels hold FreeSurfer aseg values with left/right (``--hemispheres`` output)
     sided: np.ndarray | None = None  # those aseg values, when hemispheres
+    confidence: np.ndarray | None = None  # per-voxel confidence (k, j, i), when the page segmented the scan
 
 
 def read_scan(path: Path):

@@ -1,7 +1,8 @@
 """The page: the segment editor (trame-slicer's own: segment list, paint / erase / scissors..., undo / redo,
 opacity and outline) on the left, the views in the middle, and on the right the case: its QC items and volume
-table (flags first; a click centres the views on the structure), window/level, Save correction, Fine-tune / Stop
-/ Activate, and for a results folder the case list (flagged cases first). Widgets only: ``app`` does the work.
+table (flags first, mean confidence when known; a click centres the views on the structure), the confidence
+overlay switch, window/level, Save correction, Fine-tune / Stop / Activate with the validation curve plotted,
+and for a results folder the case list (flagged cases first). Widgets only: ``app`` does the work.
 """
 from __future__ import annotations
 
@@ -51,8 +52,15 @@ def _case_panel(ctrl):
                                      "background: row.color, marginRight: '6px'}",))
                     html.Span("{{ row.name }}")
                 html.Td("{{ row.volume_ml.toFixed(2) }}", style="text-align: right;")
+                html.Td("{{ row.confidence == null ? '' : row.confidence.toFixed(2) }}", classes="text-caption",
+                        style="text-align: right; padding-left: 6px;", title="mean confidence")
                 html.Td("{{ row.flag ? 'QC' : '' }}", classes="text-warning", style="padding-left: 6px;")
         v3.VBtn("Fit views", id="fit-views", click=ctrl.fit_views, size="small", variant="tonal", classes="mt-2")
+        v3.VSwitch(v_model=("confidence_on",), label="Confidence overlay", disabled=("!confidence_known",),
+                   density="compact", hide_details=True, color="#ff00ff", id="confidence-switch", classes="mt-2")
+        html.Div("{{ confidence_known ? 'magenta where the model was less than 90 % sure (deeper: less sure); segments as outlines meanwhile' : "
+                 "'no confidence for labels read from a file (known once the page segments the case)' }}",
+                 classes="text-caption", id="confidence-legend")
         html.Div("Window / level", classes="text-subtitle-2 mt-3")
         v3.VSlider(v_model=("window",), min=("wl_min",), max=("wl_max",), step=("wl_step",), label="W",
                    density="compact", hide_details=True, id="window-slider")
@@ -76,10 +84,13 @@ def _case_panel(ctrl):
                     disabled=("ft_running || !ft_version",))
         v3.VProgressLinear(model_value=("ft_progress",), height=6, classes="mt-2", id="ft-progress")
         html.Div("{{ ft_status }}", id="ft-status", classes="text-caption mt-1", style="white-space: pre-wrap;")
+        html.Div(v_if=("ft_curve_svg",), v_html=("ft_curve_svg",), id="ft-curve-plot", classes="mt-2")
         with html.Div(v_if=("ft_curve.length",), classes="text-caption", id="ft-curve"):
             html.Div("validation Dice at step {{ p.step }}: {{ p.mean === null ? 'n/a' : p.mean.toFixed(3) }}",
                      v_for="(p, i) in ft_curve", key="i")
         v3.VBtn("Activate anyway", id="ft-activate-force", v_if=("ft_activate_refused",),
                 click=(ctrl.activate, "[true]"), color="warning", size="small", classes="mt-1")
-        html.Div("{{ activate_status }}", id="activate-status", classes="text-caption mt-1")
+        html.Div("{{ activate_status }}", id="activate-status", classes="text-caption mt-1",
+                 style="white-space: pre-wrap;")
+        v3.VProgressLinear(v_if=("resegmenting",), indeterminate=True, height=4, classes="mt-1", id="resegmenting")
     return ctrl

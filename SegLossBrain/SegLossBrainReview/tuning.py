@@ -1,12 +1,15 @@
 """Fine-tune / Stop / Activate from the page, with the existing pieces: the Slicer module's background fine-tune
 (``SegLossBrainSlicer.finetune_job.FinetuneJob``: ``seglossbrain finetune --progress-json`` as a child process, its
 events, Stop through ``--stop-file`` keeping the best validated weights) on the pairs saved in the pairs folder,
-and the engine's model store for Activate (which refuses a version that scored worse than its base unless forced).
+and the engine's model store for Activate (which refuses a version that scored worse than its base unless forced);
+once activated, the open case is segmented again with the new version (``ReviewApp.resegment``).
 """
 from __future__ import annotations
 
 import asyncio
 import time
+
+from .curve import validation_curve_svg
 
 POLL_SECONDS = 0.5
 
@@ -52,7 +55,7 @@ class TuningSession:
             s.ft_status = job.error or "The fine-tune could not start."
             return
         self.job = job
-        s.ft_running, s.ft_progress, s.ft_curve, s.ft_version = True, 0, [], ""
+        s.ft_running, s.ft_progress, s.ft_curve, s.ft_curve_svg, s.ft_version = True, 0, [], "", ""
         s.ft_activate_refused, s.activate_status = False, ""
         s.ft_status = f"Fine-tuning '{job.options.name}' on {len(pairs)} pair(s) ..."
         asyncio.get_event_loop().create_task(self._watch(job))
@@ -74,6 +77,7 @@ class TuningSession:
             s.ft_status = update.status
         if update.validations:
             s.ft_curve = s.ft_curve + [{"step": v["step"], "mean": v["mean"]} for v in update.validations]
+            s.ft_curve_svg = validation_curve_svg(s.ft_curve)
         if update.done:
             s.ft_running = False
             if job.state == "succeeded" and job.result:
@@ -103,5 +107,7 @@ class TuningSession:
             s.activate_status, s.ft_activate_refused = f"Not activated: {error}", not force
             return
         s.ft_activate_refused = False
-        s.activate_status = f"'{name}' is now the default model ('seglossbrain models revert' goes back)."
+        s.activate_status = (f"'{name}' is now the default model ('seglossbrain models revert' goes back); "
+                             "the case is segmented again with it.")
         s.model_text = s.model_text.split(" | ")[0] + f" | active model: {self.active_model()}"
+        asyncio.get_event_loop().create_task(self.app.resegment())

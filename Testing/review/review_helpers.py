@@ -167,7 +167,40 @@ def settled_pixels(element, timeout: float = 30.0) -> np.ndarray:
     raise AssertionError("the view kept changing (or stayed blank)")
 
 
+def voxel_to_pixel(i, j, shape_px, size_ij):
+    """Where the axial view, fitted to the slice, draws voxel (i, j): Slicer's fit shows the whole slice with the
+    limiting side filling the view, centred; screen right is the patient's left (+i here), down is posterior
+    (+j here: the crop's axes are LPS-aligned)."""
+    height, width = shape_px[:2]
+    mm_per_px = max(size_ij[0] / width, size_ij[1] / height)
+    centre_i, centre_j = (size_ij[0] - 1) / 2, (size_ij[1] - 1) / 2
+    return (width / 2 + (np.asarray(i) - centre_i) / mm_per_px, height / 2 + (np.asarray(j) - centre_j) / mm_per_px)
+
+
 def click_id(driver, element_id: str) -> None:
     from selenium.webdriver.common.by import By
 
     driver.find_element(By.ID, element_id).click()
+
+
+def volume_table(driver) -> dict[str, tuple[float, str]]:
+    """The page's volume table: {structure: (mL as shown, mean confidence as shown or "")}."""
+    rows = driver.execute_script("return [...document.querySelectorAll('#volume-table tr')].map("
+                                 "r => [...r.querySelectorAll('td')].map(c => c.innerText.trim()));")
+    return {cells[0]: (float(cells[1]), cells[2]) for cells in rows}
+
+
+def segment_with_cli(image: Path, out: Path, env: dict, model: str | None = None) -> dict:
+    """``seglossbrain segment`` run directly on ``image`` as the page segments it (fp32 on the CPU, forced: the
+    small case is no whole head): {"labels", "confidence": arrays (k, j, i), "volumes": {structure: mL}}."""
+    import csv
+
+    out.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "SegLossBrainLib.cli", "segment", str(image), str(out / "labels.nii.gz"),
+               "--confidence", str(out / "confidence.nii.gz"), "--volumes", str(out / "volumes.csv"),
+               "--precision", "fp32", "--device", "cpu", "--force"] + (["--model", model] if model else [])
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=300)
+    with open(out / "volumes.csv", newline="") as handle:
+        volumes = {row["structure"]: float(row["volume_ml"]) for row in csv.DictReader(handle)}
+    read = lambda name: sitk.GetArrayFromImage(sitk.ReadImage(str(out / name)))  # noqa: E731
+    return {"labels": read("labels.nii.gz"), "confidence": read("confidence.nii.gz"), "volumes": volumes}

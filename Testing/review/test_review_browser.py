@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from review_helpers import (ReviewServer, browser, click_id, review_env, settled_pixels, small_case,  # noqa: F401
-                            text_of, view_images, wait_for)
+                            text_of, view_images, voxel_to_pixel, wait_for)
 from scipy import ndimage
 
 from SegLossBrainLib.labels import load_label_table
@@ -57,16 +57,6 @@ def nearest_structure(pixels: np.ndarray, min_chroma: float = 12.0) -> np.ndarra
     cosine = (c @ (colours[usable] / norms[usable, None]).T) / np.maximum(magnitude[..., None], 1e-6)
     best = np.array([s.index for s in table.structures[1:]])[usable][cosine.argmax(axis=-1)]
     return np.where(magnitude >= min_chroma, best, 0)
-
-
-def voxel_to_pixel(i, j, shape_px, size_ij):
-    """Where the axial view, fitted to the slice, draws voxel (i, j): Slicer's fit shows the whole slice with the
-    limiting side filling the view, centred; screen right is the patient's left (+i here), down is posterior
-    (+j here: the crop's axes are LPS-aligned)."""
-    height, width = shape_px[:2]
-    mm_per_px = max(size_ij[0] / width, size_ij[1] / height)
-    centre_i, centre_j = (size_ij[0] - 1) / 2, (size_ij[1] - 1) / 2
-    return (width / 2 + (np.asarray(i) - centre_i) / mm_per_px, height / 2 + (np.asarray(j) - centre_j) / mm_per_px)
 
 
 def test_page_shows_the_case_its_volumes_and_the_model(page, small_case):  # noqa: F811
