@@ -284,11 +284,11 @@ class FinetunePanel:
     def refresh_versions(self) -> None:
         self._run_versions_call("list")
 
-    def _run_versions_call(self, action, name=None) -> None:
+    def _run_versions_call(self, action, name=None, force: bool = False) -> None:
         if self._versions_call is not None:  # one at a time; an action ends with a fresh list anyway
             self._list_again = self._list_again or action == "list"
             return
-        self._versions_call = model_versions.VersionsCall(action, name).start()
+        self._versions_call = model_versions.VersionsCall(action, name, force=force).start()
         self._set_version_buttons(False)
         self._timer.start()
 
@@ -350,8 +350,16 @@ class FinetunePanel:
 
     def on_activate(self) -> None:
         version = self.selected_version()
-        if version is not None:
-            self._run_versions_call("activate", version.name)
+        if version is None:
+            return
+        force = version.worse_than_base
+        if force and not slicer.util.confirmOkCancelDisplay(
+                _("On its own validation case '{name}' scored worse than its base (mean Dice {before:.3f} -> "
+                  "{after:.3f}). Every later segmentation would use it. Activate it anyway?").format(
+                    name=version.name, before=version.dice_before, after=version.dice_after),
+                windowTitle=_("Activate a worse version")):
+            return
+        self._run_versions_call("activate", version.name, force=force)
 
     def on_revert(self) -> None:
         self._run_versions_call("revert")

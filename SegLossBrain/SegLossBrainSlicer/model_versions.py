@@ -51,6 +51,12 @@ class ModelVersion:
                    str(data.get("path") or ""), data.get("loss"), number("steps", int), data.get("base"),
                    data.get("created"), number("dice_before", float), number("dice_after", float))
 
+    @property
+    def worse_than_base(self) -> bool:
+        """Its own validation scored it below its base: the store refuses to activate it without ``--force``
+        (``models.store.worse_than_base``, the same rule on the same numbers)."""
+        return self.dice_before is not None and self.dice_after is not None and self.dice_after < self.dice_before
+
     def label(self) -> str:
         source = _("shipped") if self.source == "shipped" else _("fine-tuned")
         parts = [source]
@@ -68,23 +74,25 @@ def active_version(versions: list[ModelVersion]) -> ModelVersion | None:
     return next((v for v in versions if v.active), None)
 
 
-def models_arguments(action: str, name: str | None = None) -> list[str]:
+def models_arguments(action: str, name: str | None = None, force: bool = False) -> list[str]:
+    """``force``: activate a version that scored below its base (the user confirmed it)."""
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
     if action in ("activate", "delete") and not name:
         raise ValueError(f"'{action}' needs a version name")
     # --progress-json belongs to 'models' itself: the CLI refuses it after the action.
-    return ["models", "--progress-json", action] + ([name] if action in ("activate", "delete") else [])
+    return ["models", "--progress-json", action] + ([name] if action in ("activate", "delete") else []) \
+        + (["--force"] if force and action == "activate" else [])
 
 
 class VersionsCall:
     """One ``models`` action in a child process. After :meth:`poll` says done: ``ok``, ``message`` (for the
     status line), ``error`` (for the user) and, for ``list``, ``versions``."""
 
-    def __init__(self, action: str, name: str | None = None, command_prefix=None, env=None):
+    def __init__(self, action: str, name: str | None = None, command_prefix=None, env=None, force: bool = False):
         self.action, self.name = action, name
         self.argv = (list(command_prefix) if command_prefix else cli_protocol.engine_command()) + \
-            models_arguments(action, name)
+            models_arguments(action, name, force)
         self.env = env if env is not None else cli_protocol.engine_environment()
         self.versions: list[ModelVersion] = []
         self.message: str | None = None

@@ -364,3 +364,16 @@ def test_continue_asks_the_engine_for_its_unfinished_run_and_learns_when_a_run_i
     line = json.dumps({"event": "log", "kind": "resumable", "message": "the run can be continued from step 7"})
     job._take(finetune_job.parse_line(line), finetune_job.FinetuneUpdate())
     assert job.resumable and job.log[-1] == "the run can be continued from step 7"
+
+
+@pytest.mark.parametrize("before,after", [(0.78, 0.71), (0.71, 0.78), (0.75, 0.75), (None, 0.7)])
+def test_a_version_worse_than_its_base_is_activated_only_with_force(before, after):
+    """The panel asks before activating such a version and then passes --force; its rule is the store's."""
+    from SegLossBrainLib.models.store import worse_than_base
+
+    version = model_versions.ModelVersion("site-2", "user", False, dice_before=before, dice_after=after)
+    metadata = {"validation": {"before": {"mean": before}, "after": {"mean": after}}}
+    assert version.worse_than_base == (worse_than_base(metadata) is not None)
+    assert model_versions.models_arguments("activate", "site-2", force=True)[-1] == "--force"
+    assert "--force" not in model_versions.models_arguments("activate", "site-2")
+    assert "--force" not in model_versions.models_arguments("delete", "site-2", force=True)
