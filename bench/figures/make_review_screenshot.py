@@ -1,5 +1,7 @@
 """docs/images/review_page.png: the ``seglossbrain review`` page in headless Chromium (Debian's chromium +
-chromium-driver, driven by Selenium), on the shipped synthetic demo volume with its labels.
+chromium-driver, driven by Selenium), on the shipped synthetic demo volume, segmented by the page with the shipped
+model (so that the volume table shows each structure's mean confidence and the confidence overlay can be switched
+on).
 
     python bench/figures/make_review_screenshot.py [--output docs/images/review_page.png]
 
@@ -41,8 +43,7 @@ def main() -> int:
         port = free_port()
         env = dict(os.environ, SEGLOSSBRAIN_MODEL_STORE=f"{tmp}/store", SEGLOSSBRAIN_PAIRS=f"{tmp}/pairs")
         server = subprocess.Popen([sys.executable, "-m", "SegLossBrainLib.cli", "review",
-                                   str(SAMPLES / "synthetic_t1_demo.nii.gz"), "--labels",
-                                   str(SAMPLES / "synthetic_t1_demo_labels.nii.gz"), "--port", str(port)],
+                                   str(SAMPLES / "synthetic_t1_demo.nii.gz"), "--port", str(port)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         options = webdriver.ChromeOptions()
         options.binary_location = "/usr/bin/chromium"
