@@ -177,6 +177,35 @@ def voxel_to_pixel(i, j, shape_px, size_ij):
     return (width / 2 + (np.asarray(i) - centre_i) / mm_per_px, height / 2 + (np.asarray(j) - centre_j) / mm_per_px)
 
 
+def at_voxels(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The axial view's pixels at the centres of the slice's voxels in ``mask`` (all of them on screen)."""
+    j, i = np.nonzero(mask)
+    x, y = voxel_to_pixel(i, j, pixels.shape, (mask.shape[1], mask.shape[0]))
+    assert ((x >= 0) & (x < pixels.shape[1]) & (y >= 0) & (y < pixels.shape[0])).all(), "the slice is off screen"
+    return pixels[y.astype(int), x.astype(int)]
+
+
+def chroma(rgb) -> np.ndarray:
+    """Colour without its grey part: a segment's fill blended over a grey scan keeps its colour's direction."""
+    rgb = np.asarray(rgb, float)
+    return rgb - rgb.mean(axis=-1, keepdims=True)
+
+
+def nearest_structure(pixels: np.ndarray, min_chroma: float = 12.0) -> np.ndarray:
+    """Per pixel, the structure whose colour direction it has (0: none, too grey to tell)."""
+    from SegLossBrainLib.labels import load_label_table
+
+    table = load_label_table()
+    colours = chroma([s.color for s in table.structures[1:]])
+    norms = np.linalg.norm(colours, axis=1)
+    usable = norms > 30  # white/grey structures (white matter, CSF) have no colour direction to match
+    c = chroma(pixels)
+    magnitude = np.linalg.norm(c, axis=-1)
+    cosine = (c @ (colours[usable] / norms[usable, None]).T) / np.maximum(magnitude[..., None], 1e-6)
+    best = np.array([s.index for s in table.structures[1:]])[usable][cosine.argmax(axis=-1)]
+    return np.where(magnitude >= min_chroma, best, 0)
+
+
 def click_id(driver, element_id: str) -> None:
     from selenium.webdriver.common.by import By
 

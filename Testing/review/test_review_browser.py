@@ -9,11 +9,9 @@ import time
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from review_helpers import (ReviewServer, browser, click_id, review_env, settled_pixels, small_case,  # noqa: F401
-                            text_of, view_images, voxel_to_pixel, wait_for)
+from review_helpers import (ReviewServer, browser, click_id, nearest_structure, review_env,  # noqa: F401
+                            settled_pixels, small_case, text_of, view_images, voxel_to_pixel, wait_for)
 from scipy import ndimage
-
-from SegLossBrainLib.labels import load_label_table
 
 HIPPOCAMPUS, VENTRAL_DC = 14, 18
 BRUSH_RADIUS_MM = 3.0  # the app's default brush: 6 mm across, on the shown slice
@@ -38,25 +36,6 @@ def page(server, browser):  # noqa: F811
     click_id(browser, "fit-views")
     time.sleep(1.0)
     return browser
-
-
-def chroma(rgb) -> np.ndarray:
-    """Colour without its grey part: a segment's fill blended over a grey scan keeps its colour's direction."""
-    rgb = np.asarray(rgb, float)
-    return rgb - rgb.mean(axis=-1, keepdims=True)
-
-
-def nearest_structure(pixels: np.ndarray, min_chroma: float = 12.0) -> np.ndarray:
-    """Per pixel, the structure whose colour direction it has (0: none, too grey to tell)."""
-    table = load_label_table()
-    colours = chroma([s.color for s in table.structures[1:]])
-    norms = np.linalg.norm(colours, axis=1)
-    usable = norms > 30  # white/grey structures (white matter, CSF) have no colour direction to match
-    c = chroma(pixels)
-    magnitude = np.linalg.norm(c, axis=-1)
-    cosine = (c @ (colours[usable] / norms[usable, None]).T) / np.maximum(magnitude[..., None], 1e-6)
-    best = np.array([s.index for s in table.structures[1:]])[usable][cosine.argmax(axis=-1)]
-    return np.where(magnitude >= min_chroma, best, 0)
 
 
 def test_page_shows_the_case_its_volumes_and_the_model(page, small_case):  # noqa: F811

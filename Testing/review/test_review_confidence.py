@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 import pytest
-from review_helpers import (ReviewServer, browser, click_id, review_env, segment_with_cli, settled_pixels,  # noqa: F401
-                            small_case, text_of, view_images, volume_table, voxel_to_pixel, wait_for)
+from review_helpers import (ReviewServer, at_voxels, browser, click_id, review_env, segment_with_cli, settled_pixels,  # noqa: F401
+                            small_case, text_of, view_images, volume_table, wait_for)
 from scipy import ndimage
 
 from SegLossBrainLib.labels import load_label_table
@@ -48,14 +48,6 @@ def test_page_segments_the_scan_as_the_command_does(page, server):
         assert shown[name][0] == pytest.approx(ml, abs=0.006), name
     for name, mean in means.items():
         assert float(shown[name][1]) == pytest.approx(mean, abs=0.006), name
-
-
-def at_voxels(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The axial view's pixels at the centres of the slice's voxels in ``mask`` (all of them on screen)."""
-    j, i = np.nonzero(mask)
-    x, y = voxel_to_pixel(i, j, pixels.shape, (mask.shape[1], mask.shape[0]))
-    assert ((x >= 0) & (x < pixels.shape[1]) & (y >= 0) & (y < pixels.shape[0])).all(), "the slice is off screen"
-    return pixels[y.astype(int), x.astype(int)]
 
 
 def magenta(pixels: np.ndarray) -> np.ndarray:
