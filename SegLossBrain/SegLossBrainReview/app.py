@@ -43,7 +43,7 @@ class ReviewApp:
         self.editor_logic = SegmentEditorLogic(server, self.slicer)
         self.tuning = TuningSession(self, finetune_args, finetune_minutes)
         self._defaults()
-        for name in ("open_case", "centre_on", "fit_views", "save_correction", "start_finetune", "stop_finetune",
+        for name in ("open_case", "centre_on", "fit_views", "update_surfaces", "save_correction", "start_finetune", "stop_finetune",
                      "activate"):
             self.ctrl[name] = getattr(self, name)
         editor_ui = build_page(server, self.ctrl, self.layouts, SegmentEditorUI)
@@ -67,6 +67,7 @@ class ReviewApp:
         s.ft_curve, s.ft_version, s.ft_activate_refused = [], "", False
         s.ft_curve_svg, s.resegmenting = "", False
         s.confidence_on, s.confidence_known = False, False
+        s.surfaces_status = ""
 
     def _brush_defaults(self) -> None:
         """A brush of a fixed size in mm, painting on the shown slice only (a cylinder, not a sphere)."""
@@ -109,6 +110,7 @@ class ReviewApp:
         self.slicer.display_manager.show_volume(volume, do_reset_views=reset_views)
         self.editor_logic.on_volume_changed(volume)
         self._show_case(index, data)
+        self.update_surfaces("when the case opened")
         self._on_confidence(self.state.confidence_on)
 
     async def resegment(self) -> None:
@@ -169,6 +171,16 @@ class ReviewApp:
         """Each slice view shows its whole slice of the scan again (Slicer's fit to window)."""
         self.slicer.display_manager.reset_views()
 
+    def update_surfaces(self, when: str = "on Update 3D") -> None:
+        """The 3D view's segment surfaces rebuilt from the labels as they are now (not on every paint stroke)."""
+        from .surfaces import build_surfaces
+
+        if self.loaded is None:
+            return
+        seconds = build_surfaces(self.slicer.scene, self.loaded.segmentation)
+        self.log(f"3D surfaces of {self.loaded.case.case_id} built in {seconds:.1f} s")
+        self.state.surfaces_status = f"3D: the segments as {when} (built in {seconds:.1f} s)"
+
     def centre_on(self, index: int) -> None:
         from SegLossBrainSlicer.confidence import centre_views_on, segment_view_point
         from SegLossBrainSlicer.segmentation_io import structure_segment_ids
@@ -192,6 +204,7 @@ class ReviewApp:
             self.state.save_status = f"Not saved: {error}"
             return
         self.state.pair_count = len(list_pairs(self.pairs_dir))
+        self.update_surfaces("saved")
         self.state.save_status = "\n".join([f"Saved {saved.labels.name} and {saved.image.name} ({saved.structures} "
                                             f"structures) in {saved.labels.parent}"] + saved.notes)
 

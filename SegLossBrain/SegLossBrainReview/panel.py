@@ -55,7 +55,11 @@ def _case_panel(ctrl):
                 html.Td("{{ row.confidence == null ? '' : row.confidence.toFixed(2) }}", classes="text-caption",
                         style="text-align: right; padding-left: 6px;", title="mean confidence")
                 html.Td("{{ row.flag ? 'QC' : '' }}", classes="text-warning", style="padding-left: 6px;")
-        v3.VBtn("Fit views", id="fit-views", click=ctrl.fit_views, size="small", variant="tonal", classes="mt-2")
+        with html.Div(classes="d-flex mt-2"):
+            v3.VBtn("Fit views", id="fit-views", click=ctrl.fit_views, size="small", variant="tonal", classes="mr-2")
+            v3.VBtn("Update 3D", id="update-3d", click=(ctrl.update_surfaces, "['on Update 3D']"), size="small",
+                    variant="tonal", title="rebuild the 3D view's segment surfaces from the labels as edited")
+        html.Div("{{ surfaces_status }}", id="surfaces-status", classes="text-caption")
         v3.VSwitch(v_model=("confidence_on",), label="Confidence overlay", disabled=("!confidence_known",),
                    density="compact", hide_details=True, color="#ff00ff", id="confidence-switch", classes="mt-2")
         html.Div("{{ confidence_known ? 'magenta where the model was less than 90 % sure (deeper: less sure); segments as outlines meanwhile' : "

@@ -147,6 +147,11 @@ def view_images(driver) -> list:
     return sorted(images, key=lambda e: -e.size["width"] * e.size["height"])
 
 
+def three_d_view(driver):
+    """The 3D view's image: in the app's layout ("Axial Primary") the top one of the three beside the axial view."""
+    return min(view_images(driver)[1:4], key=lambda e: e.location["y"])
+
+
 def element_pixels(element) -> np.ndarray:
     from PIL import Image
 

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from review_helpers import (ReviewServer, browser, click_id, nearest_structure, review_env,  # noqa: F401
-                            settled_pixels, small_case, text_of, view_images, voxel_to_pixel, wait_for)
+                            settled_pixels, small_case, text_of, three_d_view, view_images, voxel_to_pixel,
+                            wait_for)
 from scipy import ndimage
 
 HIPPOCAMPUS, VENTRAL_DC = 14, 18
+CEREBRAL_CORTEX = 2
 BRUSH_RADIUS_MM = 3.0  # the app's default brush: 6 mm across, on the shown slice
 
 
@@ -69,6 +71,15 @@ def test_axial_view_draws_hippocampus_where_the_labelmap_has_it(page, small_case
     assert (seen["outside"] == HIPPOCAMPUS).mean() < 0.002, np.bincount(seen["outside"])
 
 
+def test_3d_view_shows_the_segments_as_surfaces(page):
+    """Built when the case opens: the 3D view shows the outer structures in their colours, not only the grey
+    volume rendering (the crop is seen from the front: cortex, caudate, brainstem...)."""
+    assert "when the case opened" in text_of(page, "surfaces-status")
+    counts = np.bincount(nearest_structure(settled_pixels(three_d_view(page))).ravel(), minlength=20)
+    assert counts[CEREBRAL_CORTEX] > 2000, counts
+    assert (counts[1:] > 300).sum() >= 3, counts
+
+
 def test_paint_stroke_through_the_page_changes_exactly_the_brushed_voxels(page, server, small_case):  # noqa: F811
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -108,5 +119,6 @@ def test_paint_stroke_through_the_page_changes_exactly_the_brushed_voxels(page, 
     painted = after[k] != labels[k]
     assert painted[distance <= BRUSH_RADIUS_MM - 0.6].all()
     assert not painted[distance >= BRUSH_RADIUS_MM + 1.0].any()
+    assert "as saved" in text_of(page, "surfaces-status")  # the 3D view's surfaces rebuilt from the saved labels
     # the original labels are untouched
     assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(small_case[1]))), labels)
