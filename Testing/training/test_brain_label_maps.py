@@ -15,19 +15,12 @@ from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrai
 from SegLossBrainLib.training.mixed_sampler import SyntheticMixture
 from SegLossBrainLib.training.trainer import Trainer, TrainingConfig, target_frequencies
 
-from test_mixed_sampler import Tagged
+from test_mixed_sampler import Tagged, assert_picks_follow_the_draws
 
 
 def test_each_synthetic_batch_comes_from_the_group_the_draw_picks():
     mixture = SyntheticMixture(Tagged(0, sources=["full-head maps"]), Tagged(1), brain_share=0.25)
-    rng, replay = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
-    picked = []
-    for _ in range(400):
-        picked.append(int(mixture.batch(1, rng)[0].flatten()[0]))
-        expected = 1 if float(torch.rand(1, generator=replay)) < 0.25 else 0
-        torch.rand(1, generator=replay)  # the group's own draw
-        assert picked[-1] == expected
-    assert abs(np.mean(picked) - 0.25) < 0.08  # binomial(400, 0.25): s.d. 0.022
+    assert_picks_follow_the_draws(mixture, 0.25, seed=11)
     assert mixture.sources == ["full-head maps"]
 
 

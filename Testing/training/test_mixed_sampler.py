@@ -25,17 +25,22 @@ class Tagged:
         return torch.full((batch_size, 1, 4, 4, 4), float(self.value)), torch.zeros(batch_size, 4, 4, 4).long()
 
 
-def test_each_batch_comes_from_the_source_the_generator_draw_picks():
-    sampler = MixedSampler(Tagged(0, sources=["maps"]), Tagged(1), labelled_fraction=0.3)
-    rng, replay = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+def assert_picks_follow_the_draws(sampler, share: float, seed: int, batches: int = 400) -> None:
+    """Every batch of ``sampler`` (Tagged 0 / Tagged 1) comes from the source that a replay of its generator's
+    draw picks, and the second source's share is ``share`` (binomial(400, p): s.d. <= 0.025)."""
+    rng, replay = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
     picked = []
-    for _ in range(400):
+    for _ in range(batches):
         picked.append(int(sampler.batch(1, rng)[0].flatten()[0]))
-        expected = 1 if float(torch.rand(1, generator=replay)) < 0.3 else 0
+        expected = 1 if float(torch.rand(1, generator=replay)) < share else 0
         torch.rand(1, generator=replay)  # the source's own draw
         assert picked[-1] == expected
-    share = np.mean(picked)  # binomial(400, 0.3): s.d. 0.023
-    assert abs(share - 0.3) < 0.08
+    assert abs(np.mean(picked) - share) < 0.08
+
+
+def test_each_batch_comes_from_the_source_the_generator_draw_picks():
+    sampler = MixedSampler(Tagged(0, sources=["maps"]), Tagged(1), labelled_fraction=0.3)
+    assert_picks_follow_the_draws(sampler, 0.3, seed=5)
     assert sampler.sources == ["maps"]  # label weights keep coming from the synthetic label maps
 
 

@@ -18,39 +18,41 @@ import torch
 from .labelled_scans import PairSampler, load_pair
 
 
-class MixedSampler:
-    """``batch(batch_size, rng)`` as the synthetic generator's, from either source; ``sources`` are the
-    synthetic generator's (label frequencies for weighted losses come from the label maps)."""
+class _EitherSource:
+    """``batch(batch_size, rng)`` as the synthetic generator's: each batch comes whole from ``second`` with
+    probability ``share`` (one draw from ``rng`` first), else from ``first``. ``sources`` are ``first``'s: the
+    label frequencies that weighted losses are built from."""
+
+    def __init__(self, first, second, share: float, refusal: str):
+        if not 0.0 < share < 1.0:
+            raise ValueError(refusal.format(share=share))
+        self._first, self._second, self._share = first, second, share
+        self.sources = first.sources
+
+    def batch(self, batch_size: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        source = self._second if float(torch.rand(1, generator=rng)) < self._share else self._first
+        return source.batch(batch_size, rng)
+
+
+class MixedSampler(_EitherSource):
+    """Synthetic brains, or with probability ``labelled_fraction`` patches of real labelled scans."""
 
     def __init__(self, synthetic, labelled, labelled_fraction: float):
-        if not 0.0 < labelled_fraction < 1.0:
-            raise ValueError(f"labelled fraction must lie strictly between 0 and 1, got {labelled_fraction}; "
-                             "use 0 for synthetic brains only")
+        super().__init__(synthetic, labelled, labelled_fraction, "labelled fraction must lie strictly between 0 "
+                         "and 1, got {share}; use 0 for synthetic brains only")
         self.synthetic, self.labelled, self.labelled_fraction = synthetic, labelled, labelled_fraction
-        self.sources = synthetic.sources
-
-    def batch(self, batch_size: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        source = self.labelled if float(torch.rand(1, generator=rng)) < self.labelled_fraction else self.synthetic
-        return source.batch(batch_size, rng)
 
 
-class SyntheticMixture:
+class SyntheticMixture(_EitherSource):
     """Synthetic brains from two groups of label maps: full-head maps (the anatomy around the brain, so
     skull-on images stay covered) and brain-only maps drawn FreeSurfer's way (``fs_label_maps/``: the labelling
-    convention users compare with). Each batch comes whole from the brain-only generator with probability
-    ``brain_share``. ``sources`` are the full-head generator's: the loss's label weights stay those of the
-    maps the base model was trained with, so a continued run does not change its weighting."""
+    convention users compare with), the latter with probability ``brain_share``. The loss's label weights stay
+    those of the full-head maps the base model was trained with, so a continued run keeps its weighting."""
 
     def __init__(self, full_head, brain_only, brain_share: float):
-        if not 0.0 < brain_share < 1.0:
-            raise ValueError(f"the brain-only maps' share must lie strictly between 0 and 1, got {brain_share}; "
-                             "leave out the brain-only maps for full-head maps only")
+        super().__init__(full_head, brain_only, brain_share, "the brain-only maps' share must lie strictly between "
+                         "0 and 1, got {share}; leave out the brain-only maps for full-head maps only")
         self.full_head, self.brain_only, self.brain_share = full_head, brain_only, brain_share
-        self.sources = full_head.sources
-
-    def batch(self, batch_size: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        source = self.brain_only if float(torch.rand(1, generator=rng)) < self.brain_share else self.full_head
-        return source.batch(batch_size, rng)
 
 
 def mixed_sampler(synthetic, scans: list, patch_size, labelled_fraction: float, log=None,
