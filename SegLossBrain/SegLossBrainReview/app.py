@@ -43,7 +43,8 @@ class ReviewApp:
         self.editor_logic = SegmentEditorLogic(server, self.slicer)
         self.tuning = TuningSession(self, finetune_args, finetune_minutes)
         self._defaults()
-        for name in ("open_case", "centre_on", "fit_views", "update_surfaces", "save_correction", "start_finetune", "stop_finetune",
+        for name in ("open_case", "centre_on", "fit_views", "update_surfaces", "save_correction", "start_finetune",
+                     "stop_finetune",
                      "activate"):
             self.ctrl[name] = getattr(self, name)
         editor_ui = build_page(server, self.ctrl, self.layouts, SegmentEditorUI)
@@ -208,7 +209,11 @@ class ReviewApp:
         self.state.save_status = "\n".join([f"Saved {saved.labels.name} and {saved.image.name} ({saved.structures} "
                                             f"structures) in {saved.labels.parent}"] + saved.notes)
 
-    def start_finetune(self) -> None:
+    def start_finetune(self, name: str | None = None) -> None:
+        """``name``: the field's text as the page shows it when clicked (its keystrokes may still be on their way
+        to the server while it is busy, e.g. drawing the 3D view after Save)."""
+        if name is not None:
+            self.state.ft_name = name
         self.tuning.start(self.state.ft_name, list_pairs(self.pairs_dir))
 
     def stop_finetune(self) -> None:

@@ -81,7 +81,8 @@ def _case_panel(ctrl):
         v3.VTextField(v_model=("ft_name",), label="New version name", density="compact", hide_details=True,
                       id="ft-name")
         with html.Div(classes="d-flex mt-2"):
-            v3.VBtn("Fine-tune", id="ft-start", click=ctrl.start_finetune, disabled=("ft_running || !pair_count",),
+            v3.VBtn("Fine-tune", id="ft-start", click=(ctrl.start_finetune, "[ft_name]"),
+                    disabled=("ft_running || !pair_count",),
                     classes="mr-2")
             v3.VBtn("Stop", id="ft-stop", click=ctrl.stop_finetune, disabled=("!ft_running",), classes="mr-2")
             v3.VBtn("Activate", id="ft-activate", click=(ctrl.activate, "[false]"),

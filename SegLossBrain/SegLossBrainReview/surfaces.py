@@ -4,14 +4,17 @@ Building them is Slicer's own closed-surface conversion (the segmentation's conv
 included), run on a copy of the segmentation and kept as model nodes: 1.0 s for the test crop and 4.8-6.0 s for
 the 176 x 224 x 176 demo volume (2 busy CPU cores). On the segmentation itself the surfaces would be rebuilt on
 every paint stroke (2.3 s a stroke into cerebral cortex on the demo volume), so they are built when a case opens
-and again after Save correction or on "Update 3D", and show the labels as they were then. CSF, the brain's envelope, is drawn see-through.
+and again after Save correction or on "Update 3D", and show the labels as they were then.
+
+CSF gets no surface: it wraps the brain and would hide it. Drawn see-through instead, it costs every render of
+the 3D view extra passes (translucent geometry; not timed) and, with the machine's 2 cores busy, 1 of 5 runs of
+the paint-stroke browser test lost its stroke (6 of 6 passed without it). The slice views show CSF as usual.
 """
 from __future__ import annotations
 
 import time
 
 SURFACE_ATTRIBUTE = "SegLossBrain.SegmentSurface"  # the segment id a model node was built from
-ENVELOPE_OPACITY = 0.15  # CSF wraps the brain: seen through, so the cortex and cerebellum show
 
 
 def remove_surfaces(scene) -> None:
@@ -22,7 +25,7 @@ def remove_surfaces(scene) -> None:
 
 def build_surfaces(scene, segmentation_node) -> float:
     """Replace the scene's segment surfaces with ones of ``segmentation_node`` as it is now; returns seconds.
-    Segments without voxels get no surface."""
+    Segments without voxels, and CSF, get no surface."""
     import slicer
     import vtk
 
@@ -38,6 +41,9 @@ def build_surfaces(scene, segmentation_node) -> float:
     for n in range(copy.GetNumberOfSegments()):
         segment = copy.GetNthSegment(n)
         surface = segment.GetRepresentation(name)
+        index = vtk.reference("")
+        if segment.GetTag(STRUCTURE_INDEX_TAG, index) and str(index) == str(CSF_INDEX):
+            continue
         if surface is None or surface.GetNumberOfPoints() == 0:
             continue
         model = scene.AddNewNodeByClass("vtkMRMLModelNode", f"{segment.GetName()} surface")
@@ -51,7 +57,4 @@ def build_surfaces(scene, segmentation_node) -> float:
         display.SetColor(*segment.GetColor())
         display.SetVisibility2D(False)  # the slice views draw the editable segmentation itself
         display.SetVisibility3D(True)
-        index = vtk.reference("")
-        if segment.GetTag(STRUCTURE_INDEX_TAG, index) and str(index) == str(CSF_INDEX):
-            display.SetOpacity(ENVELOPE_OPACITY)
     return time.perf_counter() - started

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from review_helpers import (ReviewServer, browser, click_id, nearest_structure, review_env,  # noqa: F401
-                            settled_pixels, small_case, text_of, three_d_view, view_images, voxel_to_pixel,
-                            wait_for)
+from review_helpers import (ReviewServer, browser, click_id, element_pixels, nearest_structure,  # noqa: F401
+                            review_env, settled_pixels, small_case, text_of, three_d_view, view_images,
+                            voxel_to_pixel, wait_for)
 from scipy import ndimage
 
 HIPPOCAMPUS, VENTRAL_DC = 14, 18
@@ -96,10 +96,13 @@ def test_paint_stroke_through_the_page_changes_exactly_the_brushed_voxels(page, 
     page.find_element(By.XPATH, "//button[.//i[contains(@class,'mdi-brush')]]").click()
     time.sleep(1.0)
     axial = view_images(page)[0]
-    actions = ActionChains(page)
-    actions.move_to_element_with_offset(axial, 20, 20).pause(0.3).move_to_element(axial).pause(0.5)
-    actions.click_and_hold().pause(0.3).release().pause(0.5).perform()
-    time.sleep(1.0)
+    before = settled_pixels(axial)
+    # hover until the server draws the brush there: the paint effect is active and the server keeps up (on a busy
+    # machine a stroke sent earlier can reach the view before the effect does and paint nothing)
+    ActionChains(page).move_to_element_with_offset(axial, 20, 20).pause(0.3).move_to_element(axial).perform()
+    wait_for(lambda: not np.array_equal(element_pixels(axial), before), timeout=30, what="the brush in the view")
+    ActionChains(page).click_and_hold().pause(0.3).release().pause(0.5).perform()
+    settled_pixels(axial)
     click_id(page, "save-correction")
     wait_for(lambda: "Saved" in text_of(page, "save-status"), what="Save correction")
 

@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 import pytest
-from review_helpers import (ReviewServer, at_voxels, browser, click_id, review_env, segment_with_cli, settled_pixels,  # noqa: F401
-                            small_case, text_of, view_images, volume_table, wait_for)
+from review_helpers import (ReviewServer, at_voxels, browser, click_id, review_env, segment_with_cli,  # noqa: F401
+                            settled_pixels, small_case, text_of, view_images, volume_table, wait_for)
 from scipy import ndimage
 
 from SegLossBrainLib.labels import load_label_table
