@@ -211,6 +211,16 @@ def nearest_structure(pixels: np.ndarray, min_chroma: float = 12.0) -> np.ndarra
     return np.where(magnitude >= min_chroma, best, 0)
 
 
+def open_case_page(driver, url: str):
+    """Load the page, wait for the case title and the three slice views, fit the views to the case, settle."""
+    driver.get(url)
+    wait_for(lambda: "case" in text_of(driver, "case-title"), what="the case title")
+    wait_for(lambda: len(view_images(driver)) >= 3, what="the views")
+    click_id(driver, "fit-views")
+    time.sleep(1.0)
+    return driver
+
+
 def click_id(driver, element_id: str) -> None:
     from selenium.webdriver.common.by import By
 

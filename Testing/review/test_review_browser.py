@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from review_helpers import (ReviewServer, browser, click_id, element_pixels, nearest_structure,  # noqa: F401
+from review_helpers import (open_case_page, ReviewServer, browser, click_id, element_pixels, nearest_structure,  # noqa: F401
                             review_env, settled_pixels, small_case, text_of, three_d_view, view_images,
                             voxel_to_pixel, wait_for)
 from scipy import ndimage
@@ -32,12 +32,7 @@ def server(small_case, tmp_path_factory):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def page(server, browser):  # noqa: F811
-    browser.get(server.url)
-    wait_for(lambda: "case" in text_of(browser, "case-title"), what="the case title")
-    wait_for(lambda: len(view_images(browser)) >= 3, what="the views")
-    click_id(browser, "fit-views")
-    time.sleep(1.0)
-    return browser
+    return open_case_page(browser, server.url)
 
 
 def test_page_shows_the_case_its_volumes_and_the_model(page, small_case):  # noqa: F811

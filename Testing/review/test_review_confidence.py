@@ -4,11 +4,10 @@ the side panel: on, the axial view turns magenta where the model was less than 9
 it was surer; off, the view is as before. What to expect is read from a direct ``seglossbrain segment`` run."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
-from review_helpers import (ReviewServer, at_voxels, browser, click_id, review_env, segment_with_cli,  # noqa: F401
+from review_helpers import (open_case_page, ReviewServer, at_voxels, browser, click_id, review_env, segment_with_cli,  # noqa: F401
                             settled_pixels, small_case, text_of, view_images, volume_table, wait_for)
 from scipy import ndimage
 
@@ -28,12 +27,7 @@ def server(small_case, tmp_path_factory):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def page(server, browser):  # noqa: F811
-    browser.get(server.url)
-    wait_for(lambda: "case" in text_of(browser, "case-title"), what="the case title")
-    wait_for(lambda: len(view_images(browser)) >= 3, what="the views")
-    click_id(browser, "fit-views")
-    time.sleep(1.0)
-    return browser
+    return open_case_page(browser, server.url)
 
 
 def test_page_segments_the_scan_as_the_command_does(page, server):

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from review_helpers import (ReviewServer, at_voxels, browser, click_id, nearest_structure, review_env,  # noqa: F401
+from review_helpers import (open_case_page, ReviewServer, at_voxels, browser, click_id, nearest_structure, review_env,  # noqa: F401
                             settled_pixels, small_case, text_of, view_images, wait_for)
 from scipy import ndimage
 
@@ -50,12 +49,7 @@ def server(small_case, sided, tmp_path_factory):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def page(server, browser):  # noqa: F811
-    browser.get(server.url)
-    wait_for(lambda: "case" in text_of(browser, "case-title"), what="the case title")
-    wait_for(lambda: len(view_images(browser)) >= 3, what="the views")
-    click_id(browser, "fit-views")
-    time.sleep(1.0)
-    return browser
+    return open_case_page(browser, server.url)
 
 
 def test_segment_list_names_left_and_right_in_their_colours(page, sided):
