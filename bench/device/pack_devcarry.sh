@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes .devcarry/ (git-ignored): what a device call needs that the bare device machine lacks, under the
-# 64 MiB a call may carry with the working tree. Used in session 7 (bench/device/session7_h200*.py).
+# 64 MiB a call may carry with the working tree. Used in session 7 (bench/device/h200_mixed_training_and_finetune_runs*.py).
 #   * SimpleITK, unpacked from its manylinux wheel and xz-compressed (53 MB wheel -> 29 MB);
 #   * the 20 training label maps as uint16 (same grids, same values: checked), uncompressed .nii in one
 #     xz tarball (32 MB of float32 .nii.gz -> 9 MB); the device gzips them back to the names the code expects;

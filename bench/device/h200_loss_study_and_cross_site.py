@@ -1,7 +1,7 @@
 """Second call on the lent H200 in session 7: the loss study (issue 16) at 3 mm, and issue 13's cross-site check.
 
-    python3 bench/device/session7_h200_study.py --out $OUT --deadline 480      # on the device machine
-    python3 bench/device/session7_h200_study.py --out /tmp/s7b --smoke         # plumbing check on a CPU
+    python3 bench/device/h200_loss_study_and_cross_site.py --out $OUT --deadline 480      # on the device machine
+    python3 bench/device/h200_loss_study_and_cross_site.py --out /tmp/s7b --smoke         # plumbing check on a CPU
 
 The 32 Wong-network runs of the study (8 losses x learning rates 1e-3, 1e-4 x seeds 0, 1) are trained as 16
 ``seglossbrain study`` processes side by side on the one GPU, one per (loss, learning rate), each running its
@@ -28,7 +28,7 @@ import tarfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from session7_h200 import ROOT, Clock, real, set_up  # noqa: E402
+from h200_mixed_training_and_finetune_runs import ROOT, Clock, real, set_up  # noqa: E402
 
 ARMS = ("dice", "logdice", "wce", "gdl", "explog", "explog_g1", "explog_g2", "dice_ce")
 LRS = ("1e-3", "1e-4")

@@ -1,7 +1,7 @@
 """What ran on the lent H200 in session 7 (issues 13 and 17): one prepared script, one call, a hard deadline.
 
-    python3 bench/device/session7_h200.py --out $OUT --deadline 540        # on the device machine
-    python3 bench/device/session7_h200.py --out /tmp/s7 --smoke            # plumbing check on a CPU
+    python3 bench/device/h200_mixed_training_and_finetune_runs.py --out $OUT --deadline 540        # on the device machine
+    python3 bench/device/h200_mixed_training_and_finetune_runs.py --out /tmp/s7 --smoke            # plumbing check on a CPU
 
 The device machine is bare and has no SimpleITK, and nothing can be fetched there, so the call carries
 ``.devcarry/`` (git-ignored, made by ``bench/device/pack_devcarry.sh``): SimpleITK unpacked from its wheel
