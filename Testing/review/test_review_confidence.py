@@ -12,6 +12,7 @@ from review_helpers import (open_case_page, ReviewServer, at_voxels, browser, cl
 from scipy import ndimage
 
 from SegLossBrainLib.labels import load_label_table
+from SegLossBrainLib.models.store import DEFAULT_MODEL_NAME
 
 SHOWN_BELOW = 0.9  # the overlay's threshold (SegLossBrainReview.overlay)
 
@@ -32,7 +33,7 @@ def page(server, browser):  # noqa: F811
 
 def test_page_segments_the_scan_as_the_command_does(page, server):
     expected = server.expected
-    assert "labels: wong2018-explog-fs" in text_of(page, "model-text")
+    assert f"labels: {DEFAULT_MODEL_NAME}" in text_of(page, "model-text")
     shown = volume_table(page)
     table = load_label_table()
     means = {s.name: float(expected["confidence"][expected["labels"] == s.index].mean())

@@ -31,7 +31,8 @@ from ..paths import user_model_store
 from ..resources import shipped_models_dir
 from .files import ModelError, load_model, metadata_path, read_metadata, save_model
 
-DEFAULT_MODEL_NAME = "wong2018-explog-fs"  # wong2018-explog (synthetic brains only) stays selectable by name
+DEFAULT_MODEL_NAME = "wong2018-explog-fsmaps"  # the earlier defaults, wong2018-explog-fs and wong2018-explog
+# (synthetic brains only), stay shipped and selectable by name
 ACTIVE_POINTER = "active.json"  # in the user model store: the version used when none is named
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
