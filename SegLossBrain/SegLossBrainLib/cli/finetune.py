@@ -169,8 +169,8 @@ def add_finetune_command(commands) -> None:
                       help="steps between validations (default: --validations spread over the planned steps)")
     tune.add_argument("--validations", type=int, help="validations over the run (default 5)")
     tune.add_argument("--patience", type=int,
-                      help="validations without improvement before stopping, in the run's second half (default 2); "
-                           "0: off")
+                      help="stop when this many validations in a row score below the base model, in the run's "
+                           "second half (default 2; a dip below the best score never stops a run); 0: off")
     tune.add_argument("--no-focus", action="store_true",
                       help="sample patches uniformly over the labelled brain instead of favouring where the base "
                            "model disagrees with your labels")

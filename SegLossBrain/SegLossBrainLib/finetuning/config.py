@@ -47,10 +47,12 @@ class FinetuneConfig:
     patch_size: tuple = (96, 96, 96)  # +4.5 points on the synthetic site vs +3.3 at 64³, same compute
     validate_every: int = 0  # 0: ``validations`` spread evenly over the planned steps
     validations: int = 5
-    patience: int = 2  # validations without improvement before stopping (0: never), in the second half only
+    patience: int = 2  # validations in a row below the base model's score before stopping (0: never), in the second
+    # half only (``Validator.early_stop``): a dip below the best never stops a run
     focus_errors: bool = True  # favour patches where the base model disagrees with the labels (labelled_scans.py)
     single_case_limit: bool = True  # no held-out case: at most SINGLE_CASE_STEPS steps at SINGLE_CASE_LR, and
     # the saved weights are base + SINGLE_CASE_BLEND * (fine-tuned - base)
+    csf_as_background: bool = True  # aseg pairs: the loss counts CSF and background as one class (aseg_loss.py)
     freeze_encoder: bool = False
     freeze_batchnorm: bool = True  # keep the base model's BatchNorm statistics (see BENCHMARKS / model card)
     input_noise: bool = False  # the network's training-time input noise (module docstring: off for fine-tuning)

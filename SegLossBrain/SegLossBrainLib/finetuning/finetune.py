@@ -8,10 +8,11 @@ place of synthetic brains, and adds what few cases need:
   single pair, Dice is measured on that training case itself (said in the log and the metadata: it is
   optimistic, and early stopping is then off). Dice per structure is computed on the 1.5 mm network grid
   before fine-tuning and every ``validate_every`` steps.
-* **The weights kept** are those of the best validation after step 0; early stopping ends the run after
-  ``patience`` validations that did not beat the best score so far (the base model's score included), so a
-  run that only makes things worse stops soon. Metadata records the Dice before and after; a warning says
-  so when fine-tuning lowered it.
+* **The weights kept** are the latest validated ones that score within half a point of the best validation
+  after step 0 (one case's Dice is that noisy; ``validator.KEEP_MARGIN``). Early stopping ends the run only when
+  ``patience`` validations in a row score below the base model, in the second half of the planned steps, so a
+  run that only makes things worse stops soon and a single dip never ends one. Metadata records the Dice
+  before and after and every validation; a warning says so when fine-tuning lowered it.
 * **Stopping.** ``cancel`` (a ``threading.Event``) or SIGTERM/SIGINT ends the run after the current step;
   a NaN/Inf loss ends it too. Either way the weights roll back to the last validated state, which is saved
   if there is one; nothing is saved otherwise. Nothing half-written is ever left: files are renamed into

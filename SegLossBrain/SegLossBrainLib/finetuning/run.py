@@ -12,16 +12,17 @@ import torch
 
 from ..device import fast_precision
 from ..labels import load_label_table
-from ..losses import label_weights_from_frequencies
+from ..losses import get_loss, label_weights_from_frequencies
 from ..models import store as model_store
 from ..models.files import load_model, read_metadata
 from ..training.labelled_scans import PairSampler
 from ..training.trainer import WEIGHTED_LOSSES, Trainer, TrainingConfig
 from . import unfinished
+from .aseg_loss import CsfAsBackgroundLoss, without_csf
 from .budget import PROBE_STEPS, StepPlan, plan_steps
 from .config import (SINGLE_CASE_BLEND, SINGLE_CASE_LR, SINGLE_CASE_STEPS, WCE_WEIGHT_EXPONENT, EventCallback,
                      FinetuneConfig, FinetuneError, FinetuneResult)
-from .validator import Validator, ValidationMode, focus_masks
+from .validator import KEEP_MARGIN, STOP_MARGIN, Validator, ValidationMode, focus_masks
 
 CHECKPOINT_EVERY = 50  # steps between checkpoints of the working folder, at most (and at every validation)
 FOCUS_FILE = "focus.pt"
@@ -101,7 +102,7 @@ def execute(run: Run) -> FinetuneResult:
         warmup_steps=config.warmup_steps, batch_size=config.batch_size,
         patch_size=tuple(int(s) for s in config.patch_size), steps=steps, checkpoint_every=min(every, CHECKPOINT_EVERY),
         validate_every=every, seed=config.seed, device=str(device), precision=precision,
-        patience=0 if run.mode is ValidationMode.TRAINING_CASE else config.patience, patience_after=steps // 2,
+        patience=0,  # the validator's rule instead (``Validator.early_stop``), set below
         freeze_encoder=config.freeze_encoder, freeze_batchnorm=config.freeze_batchnorm)
     state = {"plan": recorded_plan, "probe": [], "record": run.record}
 
@@ -114,8 +115,7 @@ def execute(run: Run) -> FinetuneResult:
         step_s = max((probe[-1] - probe[0]) / (PROBE_STEPS - 1), 1e-3)  # the first step is slower: left out
         chosen = plan_steps(max_steps, config.max_minutes * 60, time.perf_counter() - run.started, step_s,
                             validator.seconds[0], config.validations, config.validate_every)
-        trainer.replan(chosen.steps, chosen.validate_every, patience_after=chosen.steps // 2,
-                       checkpoint_every=min(chosen.validate_every, CHECKPOINT_EVERY))
+        trainer.replan(chosen.steps, chosen.validate_every, checkpoint_every=min(chosen.validate_every, CHECKPOINT_EVERY))
         state["plan"] = chosen
         state["record"]["plan"] = asdict(chosen)
         unfinished.write_record(run.folder, state["record"])
@@ -144,7 +144,13 @@ def execute(run: Run) -> FinetuneResult:
         run.emit(event)
 
     trainer = Trainer(training_config, relay, generator=sampler, validator=validator, stop_event=run.cancel)
+    csf_merged = config.csf_as_background and all(pair.convention == "freesurfer" for pair in training)
+    if csf_merged:  # aseg_loss.py: aseg does not tell CSF from background, so neither does the loss
+        trainer.loss = CsfAsBackgroundLoss(get_loss(config.loss, **{**params, "label_weights": without_csf(
+            params.get("label_weights"))})).to(device)
     validator.trainer = trainer
+    patience = 0 if run.mode is ValidationMode.TRAINING_CASE else config.patience
+    trainer.early_stop = lambda step, planned: validator.early_stop(step, planned, patience)
     trainer.load_initial_weights(str(run.base_path))  # checks the file's sha256; the base file is only read
     if not config.input_noise and hasattr(trainer.network, "noise_std"):
         trainer.network.noise_std = 0.0  # train-mode input noise off (module docstring); eval never adds it
@@ -154,7 +160,7 @@ def execute(run: Run) -> FinetuneResult:
             + (" (encoder frozen)" if config.freeze_encoder else ""))
     if run.record is None:
         before = validator.evaluate(trainer.network)
-        trainer.best_score = before["score"]  # early stopping counts from the base model's score
+        trainer.best_score = before["score"]  # the working folder's best.safetensors counts from the base model's score
         state["record"] = _new_record(run, before, validator.seconds[0])
         masks = focus_masks(trainer.network, training, device) if config.focus_errors else None
         if masks is not None:
@@ -168,6 +174,7 @@ def execute(run: Run) -> FinetuneResult:
         path = run.folder / FOCUS_FILE
         masks = torch.load(path, weights_only=True) if config.focus_errors and path.is_file() else None
         run.log(f"continuing from step {trainer.step} of {training_config.steps}")
+    validator.base_score = before["score"]
     validator.on_best = lambda best: unfinished.save_validated(run.folder, best)
     run.emit({"event": "validation", "step": 0, "before": True, **before})
     if masks is not None:
@@ -231,7 +238,10 @@ def _conclude(run: Run, trainer: Trainer, validator: Validator, before: dict, st
                      "max_minutes": config.max_minutes, "validate_every": trainer.config.validate_every,
                      "focus_errors": config.focus_errors, "precision": precision,
                      "single_case_limit": config.single_case_limit, "single_case_blend": blend,
-                     "patience": trainer.config.patience, "freeze_encoder": config.freeze_encoder,
+                     "patience": 0 if run.mode is ValidationMode.TRAINING_CASE else config.patience,
+                     "keep_margin": KEEP_MARGIN, "stop_margin": STOP_MARGIN, "csf_as_background": isinstance(trainer.loss, CsfAsBackgroundLoss),
+                     "validation_scores": [round(s, 4) for s in validator.scores],
+                     "freeze_encoder": config.freeze_encoder,
                      "freeze_batchnorm": config.freeze_batchnorm, "input_noise": config.input_noise,
                      "augment": config.augment, "resample_labels": config.resample_labels, "seed": config.seed,
                      "batch_size": config.batch_size, "device": str(run.device),

@@ -18,8 +18,14 @@ import torch
 
 from ..evaluation.metrics import dice_per_label
 from ..inference.segment import predict_probabilities
-from ..labels import load_label_table
+from ..labels import CSF_INDEX, load_label_table
 from ..training.labelled_scans import TrainingPair
+
+# Dice points of one validation case's mean that are noise: between validations of a run at a steady quality the
+# mean moves by up to about this much (docs/FINETUNING_RESULTS.md, issue 31).
+KEEP_MARGIN = 0.005  # weights within this of the best score so far are as good: the later ones are kept
+STOP_MARGIN = 0.005  # a validation this far below the base model's score is worse than it, not noise
+STOP_AFTER = 0.5  # early stopping only in the second half of the planned steps
 
 
 def _clean(value: float) -> float | None:
@@ -42,9 +48,12 @@ class Validator:
     def __init__(self, pairs: list[TrainingPair], device: torch.device):
         self.pairs, self.device, self.table = pairs, device, load_label_table()
         self.trainer = None  # the training loop (training.trainer.Trainer): its step names a validation
-        self.best: dict | None = None  # {"step", "state", "result"}
+        # The weights kept: {"step", "state", "result", "top"}, "top" being the best score seen so far (see __call__)
+        self.best: dict | None = None
         self.on_best: Callable[[dict], None] | None = None  # called with ``best`` whenever it changes
         self.seconds: list[float] = []  # duration of each validation, the one before training included
+        self.base_score: float | None = None  # the base model's score (the validation before training)
+        self.scores: list[float] = []  # every validation's score after step 0, in order
 
     def _indices(self, pair: TrainingPair) -> list[int]:
         # Scores against aseg leave out CSF and optic chiasm (aseg's CSF is not the structure the model calls CSF).
@@ -80,15 +89,40 @@ class Validator:
                 "scored": [self.table.names[i] for i in sorted(scored)]}  # the structures the mean is over
 
     def __call__(self, network) -> dict:
+        """Validate; keep these weights when they score within KEEP_MARGIN of the best score so far.
+
+        One case's Dice moves by about half a point between validations at the same quality, so the highest score
+        is partly luck: an early lucky peak kept, and the rest of the run thrown away, is what cost a real site
+        most of its gain (issue 31). Among weights as good as the best within that noise, the later ones (trained
+        longer, at a lower learning rate) are kept."""
         result = self.evaluate(network)
         step = self.trainer.step if self.trainer else 0
-        if step > 0 and (self.best is None or result["score"] > self.best["result"]["score"]):
-            self.best = {"step": step, "result": result,
-                         "state": {k: v.detach().to("cpu", copy=True) for k, v in network.state_dict().items()}}
-            if self.on_best is not None:
-                self.on_best(self.best)
+        if step > 0:
+            score = result["score"]
+            self.scores.append(score)
+            top = max(score, self.best.get("top", self.best["result"]["score"])) if self.best else score
+            if self.best is None or score >= top - KEEP_MARGIN:
+                self.best = {"step": step, "result": result, "top": top,
+                             "state": {k: v.detach().to("cpu", copy=True) for k, v in network.state_dict().items()}}
+                if self.on_best is not None:
+                    self.on_best(self.best)
+            else:
+                self.best["top"] = top
         return {**result, "best_step": self.best["step"] if self.best else None,
                 "best_mean": self.best["result"]["mean"] if self.best else None}
+
+    def early_stop(self, step: int, planned: int, patience: int) -> str | None:
+        """Why to stop now, or None. Only a run that keeps making the validation case worse than the base model
+        stops early: its last ``patience`` validations all scored more than STOP_MARGIN below the base, and it is
+        past STOP_AFTER of its planned steps. A dip below the best, or a flat curve, never stops it: the warm-up
+        to the peak learning rate shakes the model for a while and the decaying rate brings it back."""
+        if not patience or self.base_score is None or step < STOP_AFTER * planned or len(self.scores) < patience:
+            return None
+        recent = self.scores[-patience:]
+        if all(score < self.base_score - STOP_MARGIN for score in recent):
+            return (f"the last {patience} validations ({', '.join(f'{s:.3f}' for s in recent)}) all scored below the "
+                    f"base model's {self.base_score:.3f}: fine-tuning is making the validation case worse")
+        return None
 
 
 def split_cases(config) -> tuple[list, list, ValidationMode, str]:
@@ -107,14 +141,23 @@ def split_cases(config) -> tuple[list, list, ValidationMode, str]:
 
 
 def focus_masks(network, pairs: list[TrainingPair], device: torch.device) -> list[torch.Tensor]:
-    """Per training pair, the voxels where the base model's label differs from the site's (on the network grid)."""
+    """Per training pair, the voxels where the base model's label differs from the site's (on the network grid).
+
+    FreeSurfer's aseg leaves sulcal and extra-cerebral CSF at 0, where the model says CSF: on a FreeSurfer-labelled
+    proxy case 62 % of the disagreeing voxels, a difference of convention that no score counts (CSF is not scored
+    against aseg). Centring patches there spent the fine-tune on it; for aseg pairs, CSF against
+    background is therefore not a disagreement (issue 31)."""
     was_training = network.training
     network.eval()
     masks = []
     try:
         for pair in pairs:
             predicted = predict_probabilities(network, pair.image[None], device).argmax(0)
-            masks.append(predicted != pair.labels)
+            mask = predicted != pair.labels
+            if pair.convention == "freesurfer":
+                unscored = (0, CSF_INDEX)
+                mask &= ~(torch.isin(predicted, torch.tensor(unscored)) & torch.isin(pair.labels, torch.tensor(unscored)))
+            masks.append(mask)
     finally:
         network.train(was_training)
     return masks

@@ -136,6 +136,8 @@ class Trainer:
         self.step = 0
         self.best_score = -math.inf
         self.since_best = 0  # validations since the best score (early stopping)
+        # An early-stopping rule in place of ``patience`` (fine-tuning): (step, planned steps) -> why to stop, or None
+        self.early_stop: Callable[[int, int], str | None] | None = None
         self.elapsed = 0.0
         self.skipped_in_row = 0  # consecutive updates skipped for non-finite gradients
         self._stop_requested = False
@@ -315,6 +317,14 @@ class Trainer:
                     status = "stopped"
                     self.on_event({"event": "log", "kind": "stopped",
                                    "message": f"stopped at step {self.step}; checkpoint written, continue with --resume"})
+                    break
+                reason = self.early_stop(self.step, config.steps) if self.early_stop and "validation" in record \
+                    and self.step < config.steps else None
+                if reason:
+                    self.save_checkpoint()
+                    status = "early_stopped"
+                    self.on_event({"event": "log", "kind": "early_stopped",
+                                   "message": f"stopped early at step {self.step}: {reason}"})
                     break
                 if config.patience and config.patience_after <= self.step < config.steps and self.since_best >= config.patience:
                     self.save_checkpoint()
