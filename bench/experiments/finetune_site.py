@@ -105,7 +105,16 @@ def main() -> None:
         config = FinetuneConfig(pairs=[list(p) for p in train], name="site-finetune", base=str(base),
                                 validation=list(validation) if validation else None, **overrides)
         started = time.perf_counter()
-        result = finetune(config, on_event=lambda e: events.append(e) if e.get("event") != "step" else None)
+        def on_event(event: dict) -> None:
+            if event.get("event") != "step":
+                events.append(event)
+            if event.get("event") == "log" or (event.get("event") == "step" and event["step"] % 10 == 0):
+                print(json.dumps({k: v for k, v in event.items() if k in ("step", "elapsed_s", "eta_s", "message")}),
+                      flush=True)
+            elif event.get("event") == "validation":
+                print(f"validation at step {event['step']}: {event.get('mean')}", flush=True)
+
+        result = finetune(config, on_event=on_event)
         seconds = time.perf_counter() - started
         after = np.array([dice_scan(str(result.path), i, l, table, args.device) for i, l in tests]) if result.path else before
         blends = {}
