@@ -109,3 +109,11 @@ def test_csf_against_background_is_no_disagreement_for_aseg_labels(monkeypatch, 
     expected = [False, False, True, False, False, True] if convention == "freesurfer" else \
         [False, True, True, True, False, True]
     assert mask.flatten().tolist() == expected
+
+
+def test_the_time_left_is_within_the_budget_from_the_first_step(store, pairs, random_model_file):  # noqa: F811
+    # before the plan (made after 3 timed steps) the time left used to assume all 1000 requested steps
+    events = []
+    finetune(config(pairs, random_model_file, steps=1000, validate_every=0, max_minutes=0.25), on_event=events.append)
+    steps = [e for e in events if e["event"] == "step"]
+    assert len(steps) > 3 and all(e["eta_s"] <= 15 for e in steps)

@@ -129,8 +129,10 @@ def execute(run: Run) -> FinetuneResult:
             replan(event)
             done, chosen = event["step"], state["plan"]
             per_step = event["elapsed_s"] / max(done, 1)
-            if chosen is None:
+            if chosen is None:  # not planned yet (the first PROBE_STEPS steps): the budget bounds the run
                 eta = per_step * (training_config.steps - done) + validator.seconds[0] * config.validations
+                if config.max_minutes:
+                    eta = min(eta, max(0.0, config.max_minutes * 60 - (time.perf_counter() - run.started)))
             else:  # the plan's arithmetic with the costs measured so far
                 measured = StepPlan(chosen.steps, chosen.validate_every, per_step, float(np.mean(validator.seconds)),
                                     chosen.limited_by_time)
