@@ -40,9 +40,9 @@ def watch_stop_file(path: str, cancel: threading.Event, done: threading.Event,
 def _describe(event: dict) -> str | None:
     kind = event["event"]
     if kind == "validation":
-        best = "" if event.get("before") else \
-            f" (best {format_dice(event.get('best_mean'))} at step {event.get('best_step')})"
-        return f"step {event['step']}: validation Dice {format_dice(event['mean'])}{best}"
+        kept = "" if event.get("before") else \
+            f" (kept: {format_dice(event.get('best_mean'))}, step {event.get('best_step')})"
+        return f"step {event['step']}: validation Dice {format_dice(event['mean'])}{kept}"
     return None if kind == "result" else event.get("message", json.dumps(event))
 
 
