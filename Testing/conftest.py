@@ -98,14 +98,17 @@ def brain_image(labels: sitk.Image) -> sitk.Image:
 @pytest.fixture
 def labels_network(monkeypatch):
     """Makes ``segment`` answer with a known labelmap instead of running a network: ``install(labels)`` sets the
-    labelmap (any grid); the "network's" probabilities are its one-hot on the network grid (nearest neighbour)."""
+    labelmap (any grid); the "network's" probabilities are its one-hot on the network grid (nearest neighbour).
+    The stand-in replaces PyTorch's forward pass, so the engine is held to torch; everything after the network
+    is the same code for both engines (``inference.segment.finish``)."""
+    from SegLossBrainLib.cpu_engine import runner
     from SegLossBrainLib.inference import segment as engine
 
     grids = engine.grids
     planned = {}
-    original = grids.to_network
+    original = grids.network_input
 
-    def to_network(image, grid):
+    def network_input(image, grid):
         planned["grid"] = grid
         return original(image, grid)
 
@@ -116,8 +119,10 @@ def labels_network(monkeypatch):
             array = torch.from_numpy(sitk.GetArrayFromImage(on_grid).astype(np.int64))
             return torch.nn.functional.one_hot(array, 20).permute(3, 0, 1, 2).float()
 
-        monkeypatch.setattr(grids, "to_network", to_network)
+        monkeypatch.setattr(grids, "network_input", network_input)
         monkeypatch.setattr(engine, "predict_probabilities", predict)
+        monkeypatch.setattr(engine, "choose_engine", lambda *args: "torch")
+        monkeypatch.setattr(runner, "choose_engine", lambda *args: "torch")
 
     return install
 

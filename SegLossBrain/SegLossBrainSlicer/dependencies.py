@@ -20,6 +20,7 @@ REQUIREMENTS = {
     "safetensors": "safetensors>=0.4",
     "tqdm": "tqdm>=4.60",
     "highdicom": "highdicom>=0.22",
+    "openvino": "openvino>=2024.4",
 }
 TORCH = "torch"
 

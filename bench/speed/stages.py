@@ -1,13 +1,15 @@
 """Where the seconds of one `seglossbrain segment` go: a stage table for one 256^3 head, in fresh processes.
 
     python bench/speed/stages.py [--volume FILE] [--model NAME|PATH] [--repeats 3] [--threads 2]
-                                 [--precision auto|fp32|bf16] [--isa native|avx2]
+                                 [--precision auto|fp32|bf16] [--isa native|avx2] [--engine openvino|torch]
+                                 [--checkout OTHER/SegLossBrain]
 
 Each repeat runs the stages one after the other in a new Python process, exactly as ``segment`` chains them
 (``inference/segment.py``), timing each with ``time.perf_counter``: interpreter start and imports, read, grid
 planning, resampling onto the network grid, model load (with its checksum), the network, probabilities back to
 the input grid, QC and volumes, write. ``--isa avx2`` limits oneDNN and ATen to AVX2 (``ONEDNN_MAX_CPU_ISA``,
-``ATEN_CPU_CAPABILITY``): an approximation of a CPU without AVX-512/bf16 on this one. Prints the median of each
+``ATEN_CPU_CAPABILITY``): an approximation of a CPU without AVX-512/bf16 on this one. ``--engine`` picks what
+runs the network (the stages of the OpenVINO engine: no torch import, a graph built and compiled). Prints the median of each
 stage over the repeats as a Markdown table, and the whole CLI's end-to-end wall time (a separate
 ``seglossbrain segment`` process, the way a user runs it) with its peak RSS.
 """
@@ -63,12 +65,45 @@ print(json.dumps({"stages": stages, "total_s": marks[-1][1] - marks[0][1], "grid
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
+CHILD_OPENVINO = r"""
+import json, resource, sys, time
+marks = [("start", time.perf_counter())]
+def mark(name):
+    marks.append((name, time.perf_counter()))
+import numpy as np, SimpleITK as sitk, openvino
+from SegLossBrainLib.imageio.volumes import check_image, read_image, write_image
+from SegLossBrainLib.cpu_engine.runner import OpenVinoNetwork
+from SegLossBrainLib.models.store import resolve_model
+from SegLossBrainLib.evaluation.volumes import structure_volumes_ml
+from SegLossBrainLib.postprocessing import qc
+from SegLossBrainLib.preprocessing import grid as grids
+mark("imports (numpy, SimpleITK, OpenVINO, engine; no torch)")
+image = read_image(sys.argv[1]); mark("read")
+check_image(image)
+network_grid = grids.plan_network_grid(image); mark("check and plan the grid")
+array = grids.network_input(image, network_grid); mark("resample onto the network grid")
+network = OpenVinoNetwork(resolve_model(sys.argv[3] if sys.argv[3] != "-" else None), sys.argv[5])
+mark("load the model (sha256 checked)")
+network.compile_for(network_grid.shape); mark("build and compile the graph")
+probabilities = network.predict(array); mark("network")
+quality = qc.check_input(probabilities, network_grid.spacing, False)
+labels, _ = grids.probabilities_to_image(probabilities, network_grid, image, False); mark("probabilities back")
+volumes = structure_volumes_ml(labels)
+qc.check_output(quality, labels, volumes); mark("QC and volumes")
+write_image(labels, sys.argv[2]); mark("write")
+stages = {b[0]: b[1] - a[1] for a, b in zip(marks, marks[1:])}
+print(json.dumps({"stages": stages, "total_s": marks[-1][1] - marks[0][1], "grid": list(network_grid.shape),
+                  "dtype": "openvino " + network.precision, "torch_imported": "torch" in sys.modules,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
 ISA = {"native": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
 
 
-def run_stages(volume: Path, model: str, threads: int, precision: str, env: dict, out: str) -> dict:
+def run_stages(volume: Path, model: str, threads: int, precision: str, env: dict, out: str, engine: str) -> dict:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", CHILD, str(volume), out, model, str(threads), precision],
+    child = CHILD_OPENVINO if engine == "openvino" else CHILD
+    done = subprocess.run([sys.executable, "-c", child, str(volume), out, model, str(threads), precision],
                           capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(done.stderr)
@@ -78,13 +113,15 @@ def run_stages(volume: Path, model: str, threads: int, precision: str, env: dict
     return result
 
 
-def run_cli(volume: Path, model: str, threads: int, precision: str, env: dict, out: str) -> dict:
+def run_cli(volume: Path, model: str, threads: int, precision: str, env: dict, out: str, engine: str) -> dict:
     """The command a user types, timed from outside, with the peak RSS of the child (GNU time's format)."""
     command = [sys.executable, "-m", "SegLossBrainLib.cli", "segment", str(volume), out]  # torch uses every core by default
     if model != "-":
         command += ["--model", model]
     if precision != "auto":
         command += ["--precision", precision]
+    if engine != "auto":  # (an older checkout has no --engine: leave it out there)
+        command += ["--engine", engine]
     started = time.perf_counter()
     done = subprocess.run(["/usr/bin/time", "-f", "%M"] + command, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - started
@@ -102,20 +139,24 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--isa", default="native", choices=sorted(ISA))
     parser.add_argument("--no-cli", action="store_true", help="skip the end-to-end CLI runs")
-    parser.add_argument("--engine", type=Path,
+    parser.add_argument("--engine", default="auto", choices=["auto", "openvino", "torch"],
+                        help="what runs the network (auto: as the command picks it; the stage script then times the "
+                             "OpenVINO stages, or the torch ones with --checkout, an engine from before OpenVINO)")
+    parser.add_argument("--checkout", type=Path,
                         help="the SegLossBrain/ folder of another checkout (e.g. a git worktree of an older commit) "
                              "whose engine the child processes import instead: before/after tables")
     args = parser.parse_args()
     volume = volume_256(args.volume)
     env = {**os.environ, **ISA[args.isa]}
-    if args.engine:
-        env["PYTHONPATH"] = os.pathsep.join([str(args.engine.resolve()), env.get("PYTHONPATH", "")])
+    if args.checkout:
+        env["PYTHONPATH"] = os.pathsep.join([str(args.checkout.resolve()), env.get("PYTHONPATH", "")])
     with tempfile.TemporaryDirectory() as folder:
-        runs = [run_stages(volume, args.model, args.threads, args.precision, env, f"{folder}/s{i}.nii.gz")
-                for i in range(args.repeats)]
+        stage_engine = args.engine if args.engine != "auto" else ("torch" if args.checkout else "openvino")
+        runs = [run_stages(volume, args.model, args.threads, args.precision, env, f"{folder}/s{i}.nii.gz",
+                           stage_engine) for i in range(args.repeats)]
         cli = [] if args.no_cli else [run_cli(volume, args.model, args.threads, args.precision, env,
-                                              f"{folder}/c{i}.nii.gz") for i in range(args.repeats)]
-    print(f"engine {args.engine or 'this checkout'}, volume {volume.name}, network grid {runs[0]['grid']}, autocast {runs[0]['dtype']}, isa {args.isa}, "
+                                              f"{folder}/c{i}.nii.gz", args.engine) for i in range(args.repeats)]
+    print(f"checkout {args.checkout or 'this one'}, engine {args.engine}, volume {volume.name}, network grid {runs[0]['grid']}, autocast {runs[0]['dtype']}, isa {args.isa}, "
           f"{args.threads} threads, median of {args.repeats}, load average before: {os.getloadavg()[0]:.2f}\n")
     print("| stage | seconds (median) | runs |\n|---|---|---|")
     for stage in runs[0]["stages"]:

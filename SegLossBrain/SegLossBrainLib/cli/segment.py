@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import (EXIT_FAILURE, EXIT_OK, Reporter, add_model_options, add_output_options, add_overwrite_option,
-                     log_model_status)
+from .common import (EXIT_FAILURE, EXIT_OK, Reporter, add_engine_option, add_model_options, add_output_options,
+                     add_overwrite_option, log_model_status)
 
 
 def _check_request(args) -> None:
@@ -35,6 +35,9 @@ def run_segment(args, reporter: Reporter) -> int:
 
     _check_request(args)
     model = model_identity(args.model)  # a missing model is refused now, not after reading a large volume
+    from ..cpu_engine.runner import choose_engine
+
+    choose_engine(args.engine, args.device, model["path"])  # --engine openvino that cannot run: refused now
     from ..imageio.content import refuse_label_map
     from ..imageio.volumes import check_image, read_image
 
@@ -49,7 +52,8 @@ def run_segment(args, reporter: Reporter) -> int:
                      island_fraction=args.remove_islands,
                      return_probabilities=bool(args.probabilities), with_confidence=bool(args.confidence),
                      progress=reporter.progress, output_spacing=args.output_spacing,
-                     hemispheres=args.hemispheres, force=args.force, precision=args.precision)
+                     hemispheres=args.hemispheres, force=args.force, precision=args.precision,
+                     engine=args.engine)
     reporter.close()
     log_model_status(result.model_metadata, reporter)
     for warning in result.quality.warnings:
@@ -96,6 +100,17 @@ def _auto_device() -> tuple[str, str]:
     return installed, select_device("auto").type
 
 
+def _engine_line(device: str) -> str:
+    """What ``--engine auto`` runs a single scan on, from package metadata (importing OpenVINO is not needed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        openvino = version("openvino")
+    except PackageNotFoundError:
+        return "engine auto -> torch (OpenVINO not installed)"
+    return f"engine auto -> {'openvino' if device in ('cpu', 'none') else 'torch'} (OpenVINO {openvino})"
+
+
 def run_info(args, reporter: Reporter) -> int:
     from .. import __version__
     from ..labels import load_label_table
@@ -104,7 +119,7 @@ def run_info(args, reporter: Reporter) -> int:
 
     table = load_label_table()
     torch_version, device = _auto_device()
-    print(f"SegLossBrain {__version__}, torch {torch_version}, device auto -> {device}")
+    print(f"SegLossBrain {__version__}, torch {torch_version}, device auto -> {device}, {_engine_line(device)}")
     print(f"label table {table.path} (version {table.version}):")
     for s in table.structures:
         print(f"  {s.index:2d} {s.name:28s} FreeSurfer {' '.join(map(str, s.freesurfer_labels)) or '-'}")
@@ -140,6 +155,7 @@ def add_segment_commands(commands) -> None:
     segment.add_argument("input", help="volume file (.nii/.nii.gz/.nrrd/.mha/.mgz) or DICOM series folder")
     segment.add_argument("output", help="labelmap to write (.nii.gz, .nii, .nrrd, .mha, .seg.nrrd), on the input's grid")
     add_model_options(segment)
+    add_engine_option(segment)
     segment.add_argument("--probabilities", help="also write class probabilities (20-channel, network grid; .nii.gz, "
                                                  ".nii, .nrrd or .mha)")
     segment.add_argument("--confidence", help="also write the per-voxel max probability (input grid; .nii.gz, .nii, "
@@ -159,6 +175,7 @@ def add_segment_commands(commands) -> None:
                       help="where demo_labels.nii.gz, demo_volumes.csv and demo_confidence.nii.gz go (default "
                            "seglossbrain-demo)")
     add_model_options(demo)
+    add_engine_option(demo)
     add_overwrite_option(demo)
     demo.set_defaults(handler=run_demo)
 

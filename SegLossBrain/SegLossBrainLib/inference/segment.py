@@ -1,19 +1,20 @@
-"""``segment(image, ...)``: a volume in, a labelmap on exactly its grid out."""
+"""``segment(image, ...)``: a volume in, a labelmap on exactly its grid out.
+
+The network runs on OpenVINO (``cpu_engine/``) or PyTorch (``engine``); everything around it is numpy and
+SimpleITK, so a scan segmented on OpenVINO never imports torch (about a second of every command)."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import SimpleITK as sitk
-import torch
 
-from ..device import resolve_precision, select_device
+from ..cpu_engine.runner import choose_engine
 from ..evaluation.volumes import structure_volumes_ml
 from ..imageio.volumes import check_image, check_output_spacing
-from ..models.files import load_model
 from ..models.store import resolve_model
-from ..networks.inference_graph import fused_for_inference
 from ..postprocessing import qc
 from ..postprocessing.hemispheres import Plane, check_hemisphere_table, side_volumes_ml, split_hemispheres
 from ..postprocessing.islands import suppress_islands
@@ -26,7 +27,7 @@ ProgressCallback = Callable[[float, str], None]
 class SegmentationResult:
     labels: sitk.Image  # uint8, values 0..19 in the label table's order, on the input grid (or the one asked for)
     confidence: sitk.Image | None = None  # float32 per-voxel max probability, on the grid of ``labels``
-    probabilities: torch.Tensor | None = None  # [20, D, H, W] on the network grid (return_probabilities)
+    probabilities: torch.Tensor | None = None  # [20, D, H, W] on the network grid (return_probabilities), CPU
     network_grid: grids.NetworkGrid | None = None
     volumes_ml: dict = field(default_factory=dict)
     model_metadata: dict = field(default_factory=dict)
@@ -36,6 +37,7 @@ class SegmentationResult:
     midsagittal_plane: Plane | None = None
     side_volumes_ml: dict = field(default_factory=dict)  # with hemispheres: name -> (left mL, right mL)
     precision: str = "fp32"  # what the network ran in: fp32, or bf16/fp16 autocast
+    engine: str = "torch"  # what ran the network: torch or openvino
 
 
 def predict_probabilities(network: torch.nn.Module, tensor: torch.Tensor, device: torch.device,
@@ -44,6 +46,8 @@ def predict_probabilities(network: torch.nn.Module, tensor: torch.Tensor, device
     bf16; ``device.resolve_precision``) picks the autocast; None, what training's validation uses, is bf16 (or
     fp16) autocast on CUDA and fp32 elsewhere, so that scores on a CPU repeat exactly. With ``tta``, the left-right mirrored image is segmented too and the two
     averaged: every structure is merged left+right, so the labels need no swapping after mirroring back."""
+    import torch
+
     tensor = tensor.to(device)
     if next(network.parameters()).is_contiguous(memory_format=torch.channels_last_3d):
         tensor = tensor.contiguous(memory_format=torch.channels_last_3d)
@@ -63,6 +67,10 @@ def predict_probabilities(network: torch.nn.Module, tensor: torch.Tensor, device
 
 def autocast_dtype(device: torch.device, precision: str | None) -> torch.dtype | None:
     """The autocast dtype of inference (None: plain fp32). CUDA keeps fp16 where it lacks bf16."""
+    import torch
+
+    from ..device import resolve_precision
+
     if device.type == "cuda" and precision in (None, "auto"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type in ("cuda", "cpu") and precision is not None and resolve_precision(precision, device) == "bf16":
@@ -72,6 +80,11 @@ def autocast_dtype(device: torch.device, precision: str | None) -> torch.dtype |
 
 def load_network(model: str | os.PathLike | torch.nn.Module | None, device: torch.device):
     """(network in eval mode on ``device``, its model-file metadata); ``model`` as ``segment`` takes it."""
+    import torch
+
+    from ..models.files import load_model
+    from ..networks.inference_graph import fused_for_inference
+
     if isinstance(model, torch.nn.Module):
         return model.to(device).eval(), {}
     network, metadata = load_model(resolve_model(model), device=str(device))
@@ -89,7 +102,14 @@ class PreparedImage:
     does for the next case while the network runs on the current one."""
     image: sitk.Image
     grid: grids.NetworkGrid
-    tensor: torch.Tensor
+    array: np.ndarray  # normalised network input [1, 1, D, H, W], float32
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """The network input as a torch tensor (no copy)."""
+        import torch
+
+        return torch.from_numpy(self.array)
 
 
 def prepare_image(image: sitk.Image, checked: bool = False) -> PreparedImage:
@@ -97,7 +117,12 @@ def prepare_image(image: sitk.Image, checked: bool = False) -> PreparedImage:
     if not checked:
         check_image(image)
     network_grid = grids.plan_network_grid(image)
-    return PreparedImage(image, network_grid, grids.to_network(image, network_grid))
+    return PreparedImage(image, network_grid, grids.network_input(image, network_grid))
+
+
+def _network_message(device: str, engine: str, used: str, grid: grids.NetworkGrid, tta: bool) -> str:
+    return (f"running the network on {device} with {'OpenVINO' if engine == 'openvino' else 'PyTorch'} in {used} "
+            f"({'x'.join(map(str, grid.shape))} voxels{', with left-right flip' if tta else ''})")
 
 
 def segment_prepared(prepared: PreparedImage, network: torch.nn.Module, device: torch.device, metadata: dict,
@@ -105,16 +130,26 @@ def segment_prepared(prepared: PreparedImage, network: torch.nn.Module, device: 
                      progress: ProgressCallback | None = None, island_fraction: float = 0.0,
                      output_spacing: float | None = None, hemispheres: bool = False,
                      force: bool = False, precision: str | None = None) -> SegmentationResult:
-    """The network and the way back to the input grid (options as ``segment``), for an image that
+    """The network (PyTorch) and the way back to the input grid (options as ``segment``), for an image that
     ``prepare_image`` made ready."""
+    import torch
+
     report = progress or (lambda fraction, message: None)
-    image, network_grid = prepared.image, prepared.grid
     dtype = autocast_dtype(device, precision)
     used = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-    report(0.25, f"running the network on {device.type} in {used} ({'x'.join(map(str, network_grid.shape))} voxels"
-                 f"{', with left-right flip' if tta else ''})")
-    probabilities = suppress_islands(predict_probabilities(network, prepared.tensor, device, tta=tta,
-                                                           precision=precision), island_fraction)
+    report(0.25, _network_message(device.type, "torch", used, prepared.grid, tta))
+    probabilities = predict_probabilities(network, prepared.tensor, device, tta=tta, precision=precision)
+    return finish(prepared, probabilities, metadata, device.type, used, "torch", return_probabilities,
+                  with_confidence, report, island_fraction, output_spacing, hemispheres, force)
+
+
+def finish(prepared: PreparedImage, probabilities, metadata: dict, device: str, used: str, engine: str,
+           return_probabilities: bool, with_confidence: bool, report: ProgressCallback, island_fraction: float,
+           output_spacing: float | None, hemispheres: bool, force: bool) -> SegmentationResult:
+    """Everything after the network, whichever engine ran it: ``probabilities`` [C, D, H, W] on the network grid
+    (a numpy array or a CPU torch tensor) -> islands, QC, labels on the input grid, volumes, sides."""
+    image, network_grid = prepared.image, prepared.grid
+    probabilities = suppress_islands(probabilities, island_fraction)
     quality = qc.check_input(probabilities, network_grid.spacing, force)
     report(0.8, "mapping probabilities back to the input grid")
     reference = image if output_spacing is None else grids.isotropic_grid(image, output_spacing)
@@ -126,6 +161,10 @@ def segment_prepared(prepared: PreparedImage, network: torch.nn.Module, device: 
         report(0.9, "splitting left and right")
         sided, plane = split_hemispheres(labels)
         sides_ml = side_volumes_ml(sided)
+    if return_probabilities and isinstance(probabilities, np.ndarray):
+        import torch  # the documented type of the field, whichever engine ran
+
+        probabilities = torch.from_numpy(probabilities)
     report(1.0, "done")
     return SegmentationResult(
         labels=labels,
@@ -134,12 +173,13 @@ def segment_prepared(prepared: PreparedImage, network: torch.nn.Module, device: 
         network_grid=network_grid,
         volumes_ml=volumes_ml,
         model_metadata=metadata,
-        device=device.type,
+        device=device,
         quality=quality,
         sided_labels=sided,
         midsagittal_plane=plane,
         side_volumes_ml=sides_ml,
         precision=used,
+        engine=engine,
     )
 
 
@@ -147,7 +187,7 @@ def segment(image: sitk.Image, model: str | os.PathLike | torch.nn.Module | None
             tta: bool = False, return_probabilities: bool = False, with_confidence: bool = False,
             progress: ProgressCallback | None = None, island_fraction: float = 0.0,
             output_spacing: float | None = None, hemispheres: bool = False, force: bool = False,
-            precision: str | None = None) -> SegmentationResult:
+            precision: str | None = None, engine: str = "auto") -> SegmentationResult:
     """Segment the 19 structures of a brain MR volume.
 
     ``model``: None (the installed default), a path or name of a model file, or a loaded network.
@@ -159,6 +199,8 @@ def segment(image: sitk.Image, model: str | os.PathLike | torch.nn.Module | None
     ``force``: segment even when no brain is found (``qc.NoBrainError`` otherwise, before any output exists).
     ``precision``: auto (bf16 where native: CUDA, CPUs with AVX512-BF16/AMX), fp32 or bf16; None as
     ``predict_probabilities`` (the commands pass auto).
+    ``engine``: auto (OpenVINO on a CPU when installed, else PyTorch: ``cpu_engine.runner.choose_engine``),
+    openvino or torch.
     For many images, ``inference.cohort.segment_many`` loads the model once and overlaps reading with the network."""
     report = progress or (lambda fraction, message: None)
     check_image(image)  # bad input is refused before the model is loaded
@@ -166,11 +208,26 @@ def segment(image: sitk.Image, model: str | os.PathLike | torch.nn.Module | None
         check_output_spacing(image, output_spacing)
     if hemispheres:
         check_hemisphere_table()
-    chosen = select_device(device)
+    options = dict(return_probabilities=return_probabilities, with_confidence=with_confidence,
+                   island_fraction=island_fraction, output_spacing=output_spacing, hemispheres=hemispheres,
+                   force=force)
+    if choose_engine(engine, device, model) == "torch":
+        from ..device import select_device
+
+        chosen = select_device(device)
+        report(0.05, "loading model")
+        network, metadata = load_network(model, chosen)
+        report(0.15, "resampling to the network grid")
+        return segment_prepared(prepare_image(image, checked=True), network, chosen, metadata, tta=tta,
+                                progress=progress, precision=precision, **options)
+    from ..cpu_engine.runner import OpenVinoNetwork
+
     report(0.05, "loading model")
-    network, metadata = load_network(model, chosen)
+    network = OpenVinoNetwork(resolve_model(model), precision)
     report(0.15, "resampling to the network grid")
-    return segment_prepared(prepare_image(image, checked=True), network, chosen, metadata, tta=tta,
-                            return_probabilities=return_probabilities, with_confidence=with_confidence,
-                            progress=progress, island_fraction=island_fraction, output_spacing=output_spacing,
-                            hemispheres=hemispheres, force=force, precision=precision)
+    prepared = prepare_image(image, checked=True)
+    network.compile_for(prepared.grid.shape)
+    report(0.25, _network_message("cpu", "openvino", network.precision, prepared.grid, tta))
+    probabilities = network.predict(prepared.array, tta=tta)
+    return finish(prepared, probabilities, network.metadata, "cpu", network.precision, "openvino", report=report,
+                  **options)

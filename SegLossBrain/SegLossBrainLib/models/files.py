@@ -88,14 +88,8 @@ def read_metadata(path: str | os.PathLike) -> dict:
         raise ModelError(f"model metadata {meta_file} is not valid JSON ({error}); reinstall the model") from None
 
 
-def load_model(path: str | os.PathLike, device: str = "cpu"):
-    """Build the network a model file describes and load its weights, after checking everything."""
-    import torch
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    from ..networks import build_network
-
+def verified_model_file(path: str | os.PathLike) -> tuple[bytes, dict]:
+    """(the weights file's bytes, its metadata) after checking the checksum, class count and label table."""
     path = Path(path)
     metadata = read_metadata(path)
     expected = metadata.get("sha256")
@@ -117,6 +111,31 @@ def load_model(path: str | os.PathLike, device: str = "cpu"):
             f"model {path.name} was trained on label table {metadata.get('label_table_version')}, this installation "
             f"has {table.version}; the label order differs, so its output would be mislabelled"
         )
+    return data, metadata
+
+
+def load_weights(path: str | os.PathLike) -> tuple[dict, dict]:
+    """(tensor name -> numpy array, metadata) of a model file, checked as ``load_model`` checks it, without
+    torch: for the CPU engine, which builds its graph from these arrays (``cpu_engine/``)."""
+    from safetensors.numpy import load
+
+    data, metadata = verified_model_file(path)
+    try:
+        return load(data), metadata
+    except Exception as error:  # safetensors raises its own error types for a damaged header
+        raise ModelError(f"model file {path} is not a valid safetensors file ({error})") from None
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu"):
+    """Build the network a model file describes and load its weights, after checking everything."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    from ..networks import build_network
+
+    path = Path(path)
+    data, metadata = verified_model_file(path)
+    table = load_label_table()
     try:
         network = build_network(metadata.get("architecture", ""), in_channels=metadata.get("in_channels", 1),
                                 num_classes=table.num_classes)

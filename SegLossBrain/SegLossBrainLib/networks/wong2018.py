@@ -27,10 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ENCODER_BLOCKS = ((12, 1), (24, 2), (48, 3), (96, 3))
-BOTTOM_BLOCK = (192, 3)
-DECODER_BLOCKS = ((96, 3), (48, 3), (24, 2), (12, 1))  # from level 4 up to level 1
-SIZE_MULTIPLE = 16  # four 2^3 poolings
+from .wong2018_layout import BOTTOM_BLOCK, DECODER_BLOCKS, ENCODER_BLOCKS, SIZE_MULTIPLE
 
 
 class ResidualBlock(nn.Module):

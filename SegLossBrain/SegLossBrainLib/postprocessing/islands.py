@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
-import torch
+
+from .class_maximum import class_maximum
 
 SUGGESTED_MIN_FRACTION = 0.1  # off by default: measured neutral (BENCHMARKS.md, "Island removal")
 FRAGMENTED_BY_NATURE = (16,)  # CSF
@@ -36,18 +37,20 @@ def island_mask(mask: np.ndarray, min_fraction: float) -> np.ndarray:
     return np.isin(relabelled, small)
 
 
-def suppress_islands(probabilities: torch.Tensor, min_fraction: float = SUGGESTED_MIN_FRACTION,
-                     keep: tuple[int, ...] = FRAGMENTED_BY_NATURE) -> torch.Tensor:
-    """``probabilities`` [C, D, H, W] (softmax) -> a copy in which every structure's islands (argmax components
-    below ``min_fraction`` of its largest) have that structure's probability set to 0. Background (0) and the
-    classes in ``keep`` are not touched. ``min_fraction`` 0 returns the input unchanged."""
+def suppress_islands(probabilities, min_fraction: float = SUGGESTED_MIN_FRACTION,
+                     keep: tuple[int, ...] = FRAGMENTED_BY_NATURE):
+    """``probabilities`` [C, D, H, W] (softmax; a numpy array or a CPU torch tensor) -> a copy of the same kind in
+    which every structure's islands (argmax components below ``min_fraction`` of its largest) have that
+    structure's probability set to 0. Background (0) and the classes in ``keep`` are not touched. ``min_fraction``
+    0 returns the input unchanged."""
     if not 0 <= min_fraction <= 1:
         raise ValueError(f"min_fraction must lie in [0, 1], got {min_fraction}")
     if min_fraction == 0:
         return probabilities
-    labels = probabilities.argmax(dim=0).numpy()
-    cleaned = probabilities.clone()
-    for index in range(1, probabilities.shape[0]):
+    array = np.asarray(probabilities)
+    _, labels = class_maximum(array)
+    cleaned = array.copy()
+    for index in range(1, array.shape[0]):
         if index in keep:
             continue
         mask = labels == index
@@ -55,5 +58,9 @@ def suppress_islands(probabilities: torch.Tensor, min_fraction: float = SUGGESTE
             continue
         islands = island_mask(mask, min_fraction)
         if islands.any():
-            cleaned[index][torch.from_numpy(islands)] = 0.0
-    return cleaned
+            cleaned[index][islands] = 0.0
+    if isinstance(probabilities, np.ndarray):
+        return cleaned
+    import torch
+
+    return torch.from_numpy(cleaned)

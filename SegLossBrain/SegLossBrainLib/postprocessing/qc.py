@@ -19,12 +19,12 @@ from functools import lru_cache
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 
 from ..evaluation.volumes import intracranial_volume_ml
 from ..imageio.volumes import InputError
 from ..labels import CSF_INDEX, load_label_table
 from ..resources import resources_dir
+from .class_maximum import class_maximum
 
 BRAIN_ML = (400.0, 2500.0)  # an adult brain is 1,000-1,600 mL; a wide margin either way before "no brain"
 MIN_BRAIN_CONFIDENCE = 0.85  # mean max-probability over the brain: 0.97 on real scans, 0.74 on a phantom
@@ -47,13 +47,14 @@ class QualityReport:
     mean_confidence: dict = field(default_factory=dict)  # structure name -> mean max-probability
 
 
-def brain_summary(probabilities: torch.Tensor, spacing_mm: float) -> tuple[float, float, dict]:
-    """(brain volume mL, mean confidence over the brain, {structure index: mean confidence}) on the network grid."""
-    confidence, labels = probabilities.max(dim=0)
-    labels, confidence = labels.flatten(), confidence.flatten().double()
-    classes = probabilities.shape[0]
-    counts = torch.bincount(labels, minlength=classes).double()
-    sums = torch.bincount(labels, weights=confidence, minlength=classes)
+def brain_summary(probabilities, spacing_mm: float) -> tuple[float, float, dict]:
+    """(brain volume mL, mean confidence over the brain, {structure index: mean confidence}) on the network grid.
+    ``probabilities`` [C, D, H, W]: a numpy array or a CPU torch tensor."""
+    confidence, labels = class_maximum(probabilities)
+    labels, confidence = labels.ravel(), confidence.ravel()
+    classes = np.asarray(probabilities).shape[0]
+    counts = np.bincount(labels, minlength=classes).astype(np.float64)
+    sums = np.bincount(labels, weights=confidence, minlength=classes)  # float64 sums
     brain = [c for c in range(1, classes) if c != CSF_INDEX]
     brain_count = float(counts[brain].sum())
     brain_confidence = float(sums[brain].sum() / brain_count) if brain_count else 0.0
@@ -121,7 +122,7 @@ def structure_flags(volumes_ml: dict, mean_confidence: dict) -> dict:
     return flags
 
 
-def check_input(probabilities: torch.Tensor, spacing_mm: float, force: bool = False) -> QualityReport:
+def check_input(probabilities, spacing_mm: float, force: bool = False) -> QualityReport:
     """The no-brain check, on the network grid before anything is mapped back; NoBrainError unless forced."""
     brain_ml, brain_confidence, per_index = brain_summary(probabilities, spacing_mm)
     warnings = check_brain(brain_ml, brain_confidence, force)
