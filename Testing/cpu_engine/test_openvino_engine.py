@@ -170,3 +170,17 @@ def test_the_segment_command_runs_without_importing_torch(tmp_path):
     assert written.GetSize() == image.GetSize()
     assert written.GetDirection() == pytest.approx(image.GetDirection(), abs=1e-6)
     assert len(np.unique(sitk.GetArrayFromImage(written))) == 20  # every structure found in the demo head
+
+
+def test_an_instruction_set_cap_below_bf16_runs_fp32(monkeypatch, trained_like_model):
+    """``ONEDNN_MAX_CPU_ISA=AVX2`` (how a CPU without AVX-512 is approximated, and what PyTorch honours) keeps
+    ``auto`` at fp32: OpenVINO's own check reads the CPU's flags and would pick bf16 layers that cannot run."""
+    path, _ = trained_like_model
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    network = OpenVinoNetwork(path, "auto")
+    network.compile_for((32, 32, 32))
+    assert network.precision == "fp32"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_amx")
+    from SegLossBrainLib.cpu_engine.runner import _isa_capped_below_bf16
+
+    assert not _isa_capped_below_bf16()

@@ -89,8 +89,18 @@ class OpenVinoNetwork:
         from .openvino_graph import build_graph
 
         if shape not in self._compiled:
-            config = {"INFERENCE_PRECISION_HINT": _HINTS[self.requested], "PERFORMANCE_HINT": "LATENCY"}
-            compiled = ov.Core().compile_model(build_graph(self.weights, shape), "CPU", config)
+            hint = _HINTS[self.requested]
+            if hint == "bf16" and _isa_capped_below_bf16():
+                hint = "f32"
+            model = build_graph(self.weights, shape)
+            try:
+                compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
+                                                                  "PERFORMANCE_HINT": "LATENCY"})
+            except RuntimeError:  # no bf16 kernel for a layer on this CPU: fp32 always compiles
+                if hint == "f32":
+                    raise
+                compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                                  "PERFORMANCE_HINT": "LATENCY"})
             granted = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
             self.precision = "bf16" if "bf16" in granted or "bfloat16" in granted else "fp32"
             self._compiled[shape] = compiled.create_infer_request()
@@ -115,3 +125,13 @@ class OpenVinoNetwork:
             results[0] += results[1][..., ::-1]
             results[0] *= 0.5
         return results[0]
+
+
+_BELOW_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
+def _isa_capped_below_bf16() -> bool:
+    """Whether oneDNN's instruction-set cap (``ONEDNN_MAX_CPU_ISA``, as PyTorch honours it) excludes native bf16.
+    OpenVINO's own check reads the CPU's flags only, so under such a cap it would still choose bf16 layers."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
+    return cap.upper() in _BELOW_BF16
