@@ -5,6 +5,7 @@ SimpleITK, so a scan segmented on OpenVINO never imports torch (about a second o
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -225,8 +226,11 @@ def segment(image: sitk.Image, model: str | os.PathLike | torch.nn.Module | None
     report(0.05, "loading model")
     network = OpenVinoNetwork(resolve_model(model), precision)
     report(0.15, "resampling to the network grid")
-    prepared = prepare_image(image, checked=True)
-    network.compile_for(prepared.grid.shape)
+    network_grid = grids.plan_network_grid(image)
+    with ThreadPoolExecutor(1) as pool:  # OpenVINO compiles for the grid while the image is resampled onto it
+        compiling = pool.submit(network.compile_for, network_grid.shape)
+        prepared = PreparedImage(image, network_grid, grids.network_input(image, network_grid))
+        compiling.result()
     report(0.25, _network_message("cpu", "openvino", network.precision, prepared.grid, tta))
     probabilities = network.predict(prepared.array, tta=tta)
     return finish(prepared, probabilities, network.metadata, "cpu", network.precision, "openvino", report=report,
