@@ -161,9 +161,9 @@ def network_input(image: sitk.Image, grid: NetworkGrid) -> np.ndarray:
     """Resample ``image`` onto ``grid`` (linear) and normalise intensities: float32 array [1, 1, D, H, W]
     (C-contiguous), without torch."""
     minimum = float(sitk.GetArrayViewFromImage(image).min())
-    resampled = sitk.Resample(
-        sitk.Cast(image, sitk.sitkFloat32), grid.reference_image(), sitk.Transform(), sitk.sitkLinear, minimum
-    )
+    # float32 out, interpolated from the input's own voxel type (no float32 copy of the whole input first)
+    resampled = sitk.Resample(image, grid.reference_image(), sitk.Transform(), sitk.sitkLinear, minimum,
+                              sitk.sitkFloat32)
     return normalise_array(sitk.GetArrayFromImage(resampled))[None, None]
 
 
