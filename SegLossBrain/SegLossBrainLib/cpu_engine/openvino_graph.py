@@ -44,17 +44,20 @@ def _folded(weights: dict, conv: str, norm: str) -> tuple[np.ndarray, np.ndarray
     return weight * scale[:, None, None, None, None], (bias - mean) * scale + beta
 
 
-def _convolution(x, weight: np.ndarray, bias: np.ndarray | None = None):
+def _convolution(x, weight: np.ndarray, bias: np.ndarray | None = None, name: str = ""):
+    """A convolution named as the PyTorch module's (profiles and quantisation tools can address it)."""
     pad = [weight.shape[-1] // 2] * 3
-    y = ops.convolution(x, ops.constant(weight), [1, 1, 1], pad, pad, [1, 1, 1])
+    y = ops.convolution(x, ops.constant(weight), [1, 1, 1], pad, pad, [1, 1, 1], name=name or None)
     return y if bias is None else ops.add(y, ops.constant(bias.reshape(1, -1, 1, 1, 1)))
 
 
 def _residual_block(x, weights: dict, prefix: str, depth: int):
     main = x
     for i in range(depth):
-        main = ops.relu(_convolution(main, *_folded(weights, f"{prefix}.main.{3 * i}", f"{prefix}.main.{3 * i + 1}")))
-    shortcut = ops.relu(_convolution(x, *_folded(weights, f"{prefix}.shortcut.0", f"{prefix}.shortcut.1")))
+        conv = f"{prefix}.main.{3 * i}"
+        main = ops.relu(_convolution(main, *_folded(weights, conv, f"{prefix}.main.{3 * i + 1}"), name=conv))
+    shortcut = ops.relu(_convolution(x, *_folded(weights, f"{prefix}.shortcut.0", f"{prefix}.shortcut.1"),
+                                     name=f"{prefix}.shortcut.0"))
     return ops.add(main, shortcut)
 
 
@@ -85,8 +88,8 @@ def build_graph(weights: dict, shape: tuple[int, int, int]) -> ov.Model:
         outputs.append(x)
     head = weights["head.weight"].astype(np.float32)
     logits, start = None, 0
-    for output, (width, _) in zip(outputs, DECODER_BLOCKS):
-        part = _convolution(output, head[:, start:start + width])
+    for index, (output, (width, _)) in enumerate(zip(outputs, DECODER_BLOCKS)):
+        part = _convolution(output, head[:, start:start + width], name=f"head.level{levels - index}")
         start += width
         logits = part if logits is None else ops.add(part, _upsample(logits))
     logits = ops.add(logits, ops.constant(weights["head.bias"].astype(np.float32).reshape(1, -1, 1, 1, 1)))
