@@ -47,7 +47,10 @@ def _decompressed_size(path: Path) -> int:
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(_CHUNK), b""):
                 while block:
-                    if stream.eof:  # another gzip member follows (concatenated files), as gzip.open reads them
+                    if stream.eof:  # zero padding, or another gzip member (concatenated files), as gzip reads them
+                        block = block.lstrip(b"\0")
+                        if not block:
+                            break
                         stream = zlib.decompressobj(wbits=31)
                     total += len(stream.decompress(block))
                     block = stream.unused_data if stream.eof else b""
