@@ -166,6 +166,7 @@ def test_the_segment_command_runs_without_importing_torch(tmp_path):
                           cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "SegLossBrain")})
     assert done.returncode == 0, done.stderr
     assert "NO-TORCH" in done.stdout
+    assert "device cpu, openvino " in done.stdout  # the result line names the engine that ran
     written = sitk.ReadImage(str(tmp_path / "labels.nii.gz"))
     assert written.GetSize() == image.GetSize()
     assert written.GetDirection() == pytest.approx(image.GetDirection(), abs=1e-6)

@@ -68,10 +68,11 @@ def run_segment(args, reporter: Reporter) -> int:
         reporter.emit("result", output=str(args.output), confidence=args.confidence, volumes_ml=result.volumes_ml,
                       side_volumes_ml=result.side_volumes_ml, qc=flags, warnings=result.quality.warnings,
                       hemispheres=bool(args.hemispheres), model=model["name"], model_sha256=model["sha256"],
-                      precision=result.precision, written=outcome.written, not_written=outcome.failed)
+                      precision=result.precision, engine=result.engine, written=outcome.written,
+                      not_written=outcome.failed)
     else:
         if outcome.written and outcome.written[0].startswith("output "):
-            print(f"labels written to {args.output} (device {result.device}, {result.precision}, "
+            print(f"labels written to {args.output} (device {result.device}, {result.engine} {result.precision}, "
                   f"{describe_model(model)})")
         for name, value in result.volumes_ml.items():
             sides = result.side_volumes_ml.get(name)
