@@ -10,6 +10,7 @@ import SimpleITK as sitk
 import torch
 
 from conftest import phantom, rotation
+from SegLossBrainLib.preprocessing import back_projection
 from SegLossBrainLib.preprocessing import grid as grids
 
 FLIP_PERMUTE = np.array([[0, 0, -1], [-1, 0, 0], [0, 1, 0]], dtype=float)
@@ -33,14 +34,14 @@ def test_network_input_is_to_network_without_torch():
 
 def brute_force(probabilities: np.ndarray, planned, image):
     """Every class interpolated at every input voxel (padding: background), in the same float32 operations."""
-    maps = grids._axis_maps(image, planned)
+    maps = back_projection._axis_maps(image, planned)
     volume = np.pad(probabilities, [(0, 0)] + [(1, 1)] * 3)
     volume[0][np.pad(np.zeros(probabilities.shape[1:], bool), 1, constant_values=True)] = 1
     array_axis = {0: 3, 1: 2, 2: 1}
     volume = volume.transpose(0, *[array_axis[maps[b][0]] for b in (2, 1, 0)])
     lower, weights = {}, {}
     for b, length in zip(range(3), volume.shape[:0:-1]):
-        lower[b], _, weight = grids._interpolation_indices(maps[b][1], length - 2)
+        lower[b], _, weight = back_projection._interpolation_indices(maps[b][1], length - 2)
         weights[b] = (1 - weight, weight)
     result = 0
     for dk in (0, 1):
