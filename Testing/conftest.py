@@ -102,6 +102,7 @@ def labels_network(monkeypatch):
     The stand-in replaces PyTorch's forward pass, so the engine is held to torch; everything after the network
     is the same code for both engines (``inference.segment.finish``)."""
     from SegLossBrainLib.cpu_engine import runner
+    from SegLossBrainLib.inference import cohort
     from SegLossBrainLib.inference import segment as engine
 
     grids = engine.grids
@@ -123,6 +124,7 @@ def labels_network(monkeypatch):
         monkeypatch.setattr(engine, "predict_probabilities", predict)
         monkeypatch.setattr(engine, "choose_engine", lambda *args: "torch")
         monkeypatch.setattr(runner, "choose_engine", lambda *args: "torch")
+        monkeypatch.setattr(cohort, "choose_engine", lambda *args: "torch")
 
     return install
 

@@ -153,8 +153,8 @@ def test_interruption_keeps_the_rows_written_and_resume_finishes(tmp_path, cohor
     (cohort / "nan.nrrd").unlink()
     (cohort / "broken.nii.gz").unlink()
     out = tmp_path / "out"
-    monkeypatch.setattr(engine, "segment_prepared", interrupted_on_second)
-    assert batch(cohort, "--output-dir", out, model=random_model_file) == 130
+    monkeypatch.setattr(engine, "segment_prepared", interrupted_on_second)  # the PyTorch engine's step
+    assert batch(cohort, "--output-dir", out, "--engine", "torch", model=random_model_file) == 130
     rows = table(out)
     assert list(rows) == ["sub-1_T1"] and rows["sub-1_T1"]["status"] == "ok"
     assert sorted(p.name for p in out.glob("*_labels.nii.gz")) == ["sub-1_T1_labels.nii.gz"]

@@ -6,7 +6,8 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from .common import EXIT_FAILURE, EXIT_OK, Reporter, add_model_options, add_output_options, log_model_status
+from .common import (EXIT_FAILURE, EXIT_OK, Reporter, add_engine_option, add_model_options, add_output_options,
+                     log_model_status)
 
 # A rank that finishes early waits at the final barrier for the slowest; cohorts run for hours.
 _BARRIER_TIMEOUT = timedelta(hours=72)
@@ -67,7 +68,8 @@ def run_batch(args, reporter: Reporter) -> int:
                             with_confidence=args.confidence, island_fraction=args.remove_islands,
                             format=args.format, overwrite=args.overwrite, force=args.force,
                             hemispheres=args.hemispheres, output_spacing=args.output_spacing,
-                            dicom_seg=args.dicom_seg, precision=args.precision)
+                            dicom_seg=args.dicom_seg, precision=args.precision,
+                            engine=args.engine)
     label = f"worker {worker.index + 1}/{worker.count}: " if worker.count > 1 else ""
     bar = CaseBar(reporter, label)
     try:
@@ -110,4 +112,5 @@ def add_batch_command(commands) -> None:
     batch.add_argument("--shard", metavar="K/N", help="segment only the K-th of N shares of the cases (1 <= K <= N), "
                        "for a scheduler's job array; every shard merges the one table when it ends")
     add_model_options(batch)
+    add_engine_option(batch)
     batch.set_defaults(handler=run_batch)

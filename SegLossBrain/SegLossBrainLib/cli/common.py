@@ -155,8 +155,8 @@ def add_progress_json(parser, what: str = "progress and results") -> None:
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 PRECISION_CHOICES = ("auto", "fp32", "bf16")  # as device.PRECISIONS (that module imports torch)
 ENGINE_CHOICES = ("auto", "openvino", "torch")  # as cpu_engine.runner.ENGINES (kept out of --help's imports)
-ENGINE_HELP = ("what runs the network: auto (default) takes OpenVINO on a CPU when it is installed (faster, and "
-               "torch is never loaded), PyTorch otherwise and on a GPU; openvino; torch")
+ENGINE_HELP = ("what runs the network: auto (default) takes OpenVINO on a CPU when it is installed (faster; segment then "
+               "never loads torch), PyTorch otherwise and on a GPU; openvino; torch")
 DEVICE_HELP = ("where to compute: auto (default) takes CUDA, then Apple MPS, then the CPU; cpu, cuda (cuda:N for one "
                "GPU of several) or mps")
 PRECISION_HELP = ("auto (default): bf16 autocast where it is native and faster (CUDA GPUs with bf16, CPUs with "

@@ -90,6 +90,8 @@ class OpenVinoNetwork:
         from .openvino_graph import build_graph
 
         if shape not in self._compiled:
+            self._compiled.clear()  # one grid at a time: a compiled model holds its working memory (a cohort's
+            # heads differ in size; recompiling takes 0.2 s, keeping them all would grow without bound)
             hint = _HINTS[self.requested]
             if hint == "bf16" and _isa_capped_below_bf16():
                 hint = "f32"

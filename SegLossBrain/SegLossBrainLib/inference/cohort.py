@@ -12,6 +12,7 @@ from typing import Iterable, Iterator
 
 import torch
 
+from ..cpu_engine.runner import OpenVinoNetwork, choose_engine
 from ..device import select_device
 from ..evaluation.volumes import intracranial_volume_ml
 from ..imageio.discovery import Case, discover_cases
@@ -21,7 +22,7 @@ from ..models.files import read_metadata
 from ..models.store import resolve_model
 from ..postprocessing.hemispheres import check_hemisphere_table
 from ..preprocessing.output_grid import output_spacing_problem
-from .segment import SegmentationResult, load_network, prepare_image, segment_prepared
+from .segment import SegmentationResult, finish, load_network, prepare_image, segment_prepared
 
 
 @dataclass
@@ -43,18 +44,25 @@ class CaseResult:
 
 @dataclass
 class LoadedModel:
-    network: torch.nn.Module
+    network: torch.nn.Module | OpenVinoNetwork
     metadata: dict
-    device: torch.device
+    device: torch.device | str  # "cpu" for OpenVINO
     name: str = ""  # the model file's name; "" for a network passed in
+    engine: str = "torch"  # or "openvino" (``cpu_engine``)
 
     @property
     def sha256(self) -> str:
         return str(self.metadata.get("sha256", ""))
 
 
-def load_cohort_model(model=None, device: str = "auto") -> LoadedModel:
-    """The model, loaded once for a whole cohort (``model`` and ``device`` as ``segment`` takes them)."""
+def load_cohort_model(model=None, device: str = "auto", engine: str = "auto",
+                      precision: str | None = "auto") -> LoadedModel:
+    """The model, loaded once for a whole cohort (``model``, ``device``, ``engine`` and ``precision`` as ``segment``
+    takes them; PyTorch takes the precision per case, OpenVINO compiles with it)."""
+    if choose_engine(engine, device, model) == "openvino":
+        path = resolve_model(model)
+        network = OpenVinoNetwork(path, precision)
+        return LoadedModel(network, network.metadata, "cpu", path.stem, "openvino")
     chosen = select_device(device)
     if isinstance(model, torch.nn.Module):
         return LoadedModel(*load_network(model, chosen), chosen)
@@ -96,11 +104,12 @@ def _read_and_prepare(case: Case, force: bool = False):
 def segment_many(inputs: Iterable, model=None, device: str = "auto", tta: bool = False,
                  with_confidence: bool = False, island_fraction: float = 0.0, force: bool = False,
                  loaded: LoadedModel | None = None, read_ahead: bool = True, output_spacing: float | None = None,
-                 hemispheres: bool = False, precision: str | None = "auto") -> Iterator[CaseResult]:
+                 hemispheres: bool = False, precision: str | None = "auto",
+                 engine: str = "auto") -> Iterator[CaseResult]:
     """Segment every case of ``inputs`` (``Case`` objects, or paths, folders and lists as ``discover_cases``
     takes them) with one model, yielding a ``CaseResult`` per case in order, ok or error.
 
-    ``model``/``device``/``force``/``output_spacing``/``hemispheres``/``precision`` as ``segment`` (``force``
+    ``model``/``device``/``force``/``output_spacing``/``hemispheres``/``precision``/``engine`` as ``segment`` (``force``
     also segments a case that looks like a label map or mask) (an output spacing too
     fine for one case's field of view is that case's error); or ``loaded`` (from ``load_cohort_model``) to
     reuse a loaded model. The model is loaded before the first case, so a bad model raises instead of failing every case.
@@ -109,7 +118,7 @@ def segment_many(inputs: Iterable, model=None, device: str = "auto", tta: bool =
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     cases = items if all(isinstance(i, Case) for i in items) else discover_cases(items)
     check_options(output_spacing, hemispheres)
-    loaded = loaded or load_cohort_model(model, device)
+    loaded = loaded or load_cohort_model(model, device, engine, precision)
     if not cases:
         return
     # One reader thread: the next case is read and resampled (SimpleITK and torch release the GIL) while the
@@ -127,10 +136,16 @@ def segment_many(inputs: Iterable, model=None, device: str = "auto", tta: bool =
             try:
                 if output_spacing is not None:
                     check_output_spacing(prepared.image, output_spacing)
-                result = segment_prepared(prepared, loaded.network, loaded.device, loaded.metadata, tta=tta,
-                                          with_confidence=with_confidence, island_fraction=island_fraction,
-                                          force=force, output_spacing=output_spacing, hemispheres=hemispheres,
-                                          precision=precision)
+                options = dict(with_confidence=with_confidence, island_fraction=island_fraction, force=force,
+                               output_spacing=output_spacing, hemispheres=hemispheres)
+                if loaded.engine == "openvino":
+                    probabilities = loaded.network.predict(prepared.array, tta=tta)
+                    result = finish(prepared, probabilities, loaded.metadata, "cpu", loaded.network.precision,
+                                    "openvino", return_probabilities=False, report=lambda fraction, message: None,
+                                    **options)
+                else:
+                    result = segment_prepared(prepared, loaded.network, loaded.device, loaded.metadata, tta=tta,
+                                              precision=precision, **options)
             except Exception as error:  # e.g. out of memory on one huge case: record it, go on
                 yield CaseResult(case, "error", one_line(error), read_seconds + time.perf_counter() - start)
                 continue

@@ -45,6 +45,7 @@ class CohortOptions:
     output_spacing: float | None = None  # labels (and confidence) on an isotropic grid of this many mm
     dicom_seg: bool = False  # a DICOM SEG beside each labelmap; a case that is no DICOM series is an error
     precision: str = "auto"  # autocast: auto (bf16 where native), fp32 or bf16
+    engine: str = "auto"  # what runs the network: auto (OpenVINO on a CPU when installed), openvino or torch
 
     @property
     def settings(self) -> str:
@@ -186,8 +187,9 @@ def run_cohort(inputs: list, options: CohortOptions, worker: Worker = Worker(),
           "skipped": len(skipped), "worker": worker.index, "workers": worker.count})
     order = [c.case_id for c in cases]
     if to_do:
-        loaded = load_cohort_model(options.model, options.device)
+        loaded = load_cohort_model(options.model, options.device, options.engine, options.precision)
         emit({"event": "model", "name": loaded.name, "sha256": loaded.sha256, "device": str(loaded.device),
+              "engine": loaded.engine,
               "status": loaded.metadata.get("status"), "status_note": loaded.metadata.get("status_note")})
         started = time.perf_counter()
         # With --dicom-seg a case that is no DICOM series is refused before its turn; the others still run.
