@@ -185,3 +185,27 @@ def test_an_instruction_set_cap_below_bf16_runs_fp32(monkeypatch, trained_like_m
     from SegLossBrainLib.cpu_engine.runner import _isa_capped_below_bf16
 
     assert not _isa_capped_below_bf16()
+
+
+def test_batch_on_openvino_gives_what_segment_gives(tmp_path):
+    """Two heads of different grids through one cohort: each labelmap equals ``segment``'s for that head (the same
+    engine and precision; the compiled grid changes between the cases), and the model event names the engine."""
+    from SegLossBrainLib.cli import main
+    from SegLossBrainLib.inference.segment import segment
+
+    cases = tmp_path / "in"
+    cases.mkdir()
+    demo = oblique_demo()
+    smaller = sitk.RegionOfInterest(demo, [160, 192, 160], [8, 16, 8])  # another network grid
+    images = {"a": demo, "b": smaller}
+    for name, image in images.items():
+        sitk.WriteImage(image, str(cases / f"{name}.nii.gz"))
+        images[name] = sitk.ReadImage(str(cases / f"{name}.nii.gz"))  # as batch reads it (NIfTI's float32 header)
+    out = tmp_path / "out"
+    assert main(["--progress-json", "batch", str(cases), "--output-dir", str(out), "--device", "cpu",
+                 "--precision", "fp32"]) == 0
+    for name, image in images.items():
+        expected = segment(image, device="cpu", precision="fp32")
+        assert expected.engine == "openvino"
+        written = sitk.ReadImage(str(out / f"{name}_labels.nii.gz"))
+        assert np.array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(expected.labels)), name
