@@ -153,19 +153,22 @@ def test_both_engines_segment_a_brain_alike(tmp_path):
 
 
 def test_the_segment_command_runs_without_importing_torch(tmp_path):
-    """``seglossbrain segment`` on a CPU with OpenVINO: labels written, and torch never imported (the second it
-    costs is the point of the engine). A child process, so this test's own torch import does not count."""
+    """``seglossbrain segment`` (then ``batch``) on a CPU with OpenVINO: labels written, and torch never imported
+    (the second it costs is the point of the engine). A child process: this test's own torch import does not count."""
     image = oblique_demo()
     source = tmp_path / "brain.nii.gz"
     sitk.WriteImage(image, str(source))
     code = ("import sys; from SegLossBrainLib.cli import main; "
             f"code = main(['segment', {str(source)!r}, {str(tmp_path / 'labels.nii.gz')!r}, '--device', 'cpu', "
             "'--volumes', " + repr(str(tmp_path / "volumes.csv")) + "]); "
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH'); "
+            f"code = code or main(['batch', {str(source)!r}, '--output-dir', {str(tmp_path / 'cohort')!r}, "
+            "'--device', 'cpu']); "
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH'); sys.exit(code)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "SegLossBrain")})
     assert done.returncode == 0, done.stderr
-    assert "NO-TORCH" in done.stdout
+    assert done.stdout.count("NO-TORCH") == 2  # after segment, and after batch as well
     assert "device cpu, openvino " in done.stdout  # the result line names the engine that ran
     written = sitk.ReadImage(str(tmp_path / "labels.nii.gz"))
     assert written.GetSize() == image.GetSize()

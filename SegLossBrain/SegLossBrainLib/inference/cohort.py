@@ -8,9 +8,7 @@ import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Iterator
-
-import torch
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from ..cpu_engine.runner import OpenVinoNetwork, choose_engine
 from ..device import select_device
@@ -23,6 +21,9 @@ from ..models.store import resolve_model
 from ..postprocessing.hemispheres import check_hemisphere_table
 from ..preprocessing.output_grid import output_spacing_problem
 from .segment import SegmentationResult, finish, load_network, prepare_image, segment_prepared
+
+if TYPE_CHECKING:
+    import torch  # annotations only: a cohort on OpenVINO never imports torch
 
 
 @dataclass
@@ -64,7 +65,7 @@ def load_cohort_model(model=None, device: str = "auto", engine: str = "auto",
         network = OpenVinoNetwork(path, precision)
         return LoadedModel(network, network.metadata, "cpu", path.stem, "openvino")
     chosen = select_device(device)
-    if isinstance(model, torch.nn.Module):
+    if _is_network(model):
         return LoadedModel(*load_network(model, chosen), chosen)
     path = resolve_model(model)
     return LoadedModel(*load_network(path, chosen), chosen, path.stem)
@@ -72,7 +73,12 @@ def load_cohort_model(model=None, device: str = "auto", engine: str = "auto",
 
 def model_sha256(model=None) -> str:
     """The sha256 a model file records (checked against the weights when it is loaded); "" for a network."""
-    return "" if isinstance(model, torch.nn.Module) else str(read_metadata(resolve_model(model)).get("sha256", ""))
+    return "" if _is_network(model) else str(read_metadata(resolve_model(model)).get("sha256", ""))
+
+
+def _is_network(model) -> bool:
+    """A loaded network object rather than a model name, path or None (the default)."""
+    return not (model is None or isinstance(model, (str, os.PathLike)))
 
 
 def one_line(error: BaseException) -> str:
@@ -121,7 +127,7 @@ def segment_many(inputs: Iterable, model=None, device: str = "auto", tta: bool =
     loaded = loaded or load_cohort_model(model, device, engine, precision)
     if not cases:
         return
-    # One reader thread: the next case is read and resampled (SimpleITK and torch release the GIL) while the
+    # One reader thread: the next case is read and resampled (SimpleITK and numpy release the GIL) while the
     # network runs on this one; one case ahead bounds the memory to two volumes.
     with (ThreadPoolExecutor(1, thread_name_prefix="seglossbrain-reader") if read_ahead else _Now()) as reader:
         upcoming = reader.submit(_read_and_prepare, cases[0], force)
@@ -208,6 +214,8 @@ def worker_from_environment(shard: tuple[int, int] | None = None) -> Worker:
 def worker_device(worker: Worker, device: str) -> str:
     """One GPU per rank when there are GPUs; otherwise the CPU cores split between the ranks of this machine."""
     if worker.local_count > 1:
+        import torch
+
         if device in ("auto", "cuda") and torch.cuda.is_available():
             return f"cuda:{worker.local_rank % torch.cuda.device_count()}"
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // worker.local_count))
