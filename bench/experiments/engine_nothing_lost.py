@@ -11,20 +11,17 @@ per-structure change, and the largest probability difference seen on the network
 """
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import SimpleITK as sitk
 import torch
 
 from held_out import SHIPPED_MODEL, held_out_dice
-from speed_nothing_lost import UNLABELLED, summary
+from speed_nothing_lost import UNLABELLED, arguments, summary
 from SegLossBrainLib.cpu_engine.runner import OpenVinoNetwork
 from SegLossBrainLib.evaluation.metrics import dice_per_label
 from SegLossBrainLib.imageio.volumes import read_image
 from SegLossBrainLib.inference import segment as inference
-from SegLossBrainLib.labels import load_label_table
-from SegLossBrainLib.paths import REAL_DEV, REAL_DEV_SCANS, find_data_dir
+from SegLossBrainLib.paths import REAL_DEV_SCANS
 
 ENGINES = ("torch", "openvino")
 
@@ -35,13 +32,7 @@ def segment_with(engine: str, image: sitk.Image) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--draws", type=int, default=6, help="images per held-out map")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    table = load_label_table()
-    data = find_data_dir() / REAL_DEV
+    args, table, data = arguments(__doc__.splitlines()[0])
     torch_net, _ = inference.load_network(str(SHIPPED_MODEL), torch.device("cpu"))
     openvino_net = OpenVinoNetwork(SHIPPED_MODEL, "auto")
 

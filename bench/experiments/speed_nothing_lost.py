@@ -15,7 +15,6 @@ Prints the paired difference (current - previous) as mean ± s.e., wins, and the
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -68,14 +67,19 @@ def summary(name: str, previous: np.ndarray, current: np.ndarray, names: list[st
           f"{int((diff > 0).sum())}/{int((diff < 0).sum())} | {names[scored[worst]]} {100 * per_structure[worst]:+.2f} |")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str):
+    """(parsed --draws/--threads, the label table, the real dev folder), torch's threads set: the set-up this
+    comparison shares with ``engine_nothing_lost.py``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--draws", type=int, default=6, help="images per held-out map")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    table = load_label_table()
-    data = find_data_dir() / REAL_DEV
+    return args, load_label_table(), find_data_dir() / REAL_DEV
+
+
+def main() -> None:
+    args, table, data = arguments(__doc__.splitlines()[0])
     previous_net = previous_network()
     current_net = fused_for_inference(previous_net)
     dtype = torch.bfloat16 if resolve_precision("auto", torch.device("cpu")) == "bf16" else None

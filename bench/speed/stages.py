@@ -28,6 +28,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inference import volume_256  # noqa: E402  (the same test head as bench/speed/inference.py)
 
+AFTER_NETWORK = r"""
+quality = qc.check_input(probabilities, network_grid.spacing, False)
+labels, _ = grids.probabilities_to_image(probabilities, network_grid, image, False); mark("probabilities back")
+volumes = structure_volumes_ml(labels)
+qc.check_output(quality, labels, volumes); mark("QC and volumes")
+write_image(labels, sys.argv[2]); mark("write")
+stages = {b[0]: b[1] - a[1] for a, b in zip(marks, marks[1:])}
+"""
+
 CHILD = r"""
 import json, resource, sys, time
 marks = [("start", time.perf_counter())]
@@ -54,12 +63,7 @@ try:
 except TypeError:  # an engine from before --precision (fp32 on CPUs)
     probabilities = seg.predict_probabilities(network, tensor, device)
 mark("network")
-quality = qc.check_input(probabilities, network_grid.spacing, False)
-labels, _ = grids.probabilities_to_image(probabilities, network_grid, image, False); mark("probabilities back")
-volumes = structure_volumes_ml(labels)
-qc.check_output(quality, labels, volumes); mark("QC and volumes")
-write_image(labels, sys.argv[2]); mark("write")
-stages = {b[0]: b[1] - a[1] for a, b in zip(marks, marks[1:])}
+""" + AFTER_NETWORK + r"""
 print(json.dumps({"stages": stages, "total_s": marks[-1][1] - marks[0][1], "grid": list(network_grid.shape),
                   "dtype": str(seg.autocast_dtype(device, precision)) if hasattr(seg, "autocast_dtype") else "None",
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -90,12 +94,7 @@ with ThreadPoolExecutor(1) as pool:  # as inference/segment.py: compiling while 
     compiling.result()
 mark("resample onto the network grid, building and compiling the graph meanwhile")
 probabilities = network.predict(array); mark("network")
-quality = qc.check_input(probabilities, network_grid.spacing, False)
-labels, _ = grids.probabilities_to_image(probabilities, network_grid, image, False); mark("probabilities back")
-volumes = structure_volumes_ml(labels)
-qc.check_output(quality, labels, volumes); mark("QC and volumes")
-write_image(labels, sys.argv[2]); mark("write")
-stages = {b[0]: b[1] - a[1] for a, b in zip(marks, marks[1:])}
+""" + AFTER_NETWORK + r"""
 print(json.dumps({"stages": stages, "total_s": marks[-1][1] - marks[0][1], "grid": list(network_grid.shape),
                   "dtype": "openvino " + network.precision, "torch_imported": "torch" in sys.modules,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
