@@ -15,22 +15,30 @@ import torch.nn.functional as F
 
 # T1 position of a label on a scale where 0 is CSF, 1 grey matter and 2 white matter: (low, high), drawn
 # uniformly per label and draw. Ranges follow the usual look of an MPRAGE: deep grey nuclei between cortex and
-# white matter (pallidum brightest, caudate darkest), brainstem and ventral DC nearly white, lesions and white
-# matter hypointensities between grey and white.
+# white matter (pallidum brightest, nearly white; caudate and accumbens darkest), ventral DC nearly white,
+# brainstem and cerebellar white matter well below cerebral white matter, cerebellar cortex a little darker than
+# cerebral cortex, lesions and white matter hypointensities between grey and white. The deep grey, brainstem
+# and cerebellar ranges contain the medians measured in bert's real scan (bench/experiments/t1_positions_real.py).
+# The inferior lateral and 3rd ventricles are slits a few mm wide: in real scans most of their voxels are
+# partial volume with the tissue around them (bert: medians 0.39 and 0.27), more than the generator's blur makes
+# of a pure-CSF draw, so their ranges reach up to that look.
 _T1_POSITION_GROUPS = (
-    ((4, 43, 5, 44, 14, 15, 24, 72), (0.0, 0.15)),  # CSF, ventricles
+    ((4, 43, 15, 24, 72), (0.0, 0.15)),  # CSF, lateral and 4th ventricles
+    ((5, 44), (0.0, 0.5)),  # inferior lateral ventricle
+    ((14,), (0.0, 0.35)),  # 3rd ventricle
     ((31, 63), (0.4, 1.0)),  # choroid plexus
     ((3, 42), (0.95, 1.05)),  # cerebral cortex
-    ((8, 47), (0.95, 1.15)),  # cerebellar cortex
+    ((8, 47), (0.8, 1.1)),  # cerebellar cortex
     ((17, 53, 18, 54), (0.9, 1.15)),  # hippocampus, amygdala
-    ((26, 58, 11, 50), (1.0, 1.3)),  # accumbens, caudate
-    ((12, 51), (1.15, 1.5)),  # putamen
+    ((26, 58), (0.9, 1.25)),  # accumbens
+    ((11, 50), (1.0, 1.3)),  # caudate
+    ((12, 51), (1.2, 1.6)),  # putamen
     ((10, 49), (1.3, 1.7)),  # thalamus
-    ((13, 52), (1.5, 1.85)),  # pallidum
+    ((13, 52), (1.65, 2.0)),  # pallidum
     ((28, 60), (1.4, 1.8)),  # ventral DC
-    ((16,), (1.5, 1.9)),  # brainstem
+    ((16,), (1.2, 1.7)),  # brainstem
     ((2, 41, 251, 252, 253, 254, 255), (1.95, 2.05)),  # cerebral white matter, corpus callosum
-    ((7, 46), (1.8, 2.0)),  # cerebellar white matter
+    ((7, 46), (1.3, 1.8)),  # cerebellar white matter
     ((85,), (1.6, 2.0)),  # optic chiasm
     ((25, 57, 77, 80), (0.6, 1.5)),  # lesions, (non-)white matter hypointensities
 )
