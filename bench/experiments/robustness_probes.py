@@ -7,6 +7,8 @@ through-plane blur with FWHM = the new spacing, then linear resampling); 3 mm is
 contrast inside the head (99.5th percentile minus the intensity, background kept at 0: a T2-like order).
 Each probe is scored on its own grid against the FreeSurfer aseg resampled onto it by nearest neighbour:
 mean Dice over the 17 scored structures. Models trained on a dev scan are not judged by that scan's rows.
+``--pial-refinement both`` scores every model with and without the cortex boundary refinement (segment's default
+is with it), as two rows.
 """
 from __future__ import annotations
 
@@ -70,10 +72,17 @@ def main() -> None:
     parser.add_argument("--csv", help="per structure, per probe, per model")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--pial-refinement", choices=("on", "off", "both"), default="on")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     table = load_label_table()
-    networks = {f"{Path(m).parent.name}/{Path(m).name}": load_model(m)[0].eval() for m in args.models}
+    refinements = {"on": (True,), "off": (False,), "both": (False, True)}[args.pial_refinement]
+    networks = {}
+    for m in args.models:
+        network = load_model(m)[0].eval()
+        for refine in refinements:
+            suffix = "" if len(refinements) == 1 else (" + pial refinement" if refine else " (network boundary)")
+            networks[f"{Path(m).parent.name}/{Path(m).name}{suffix}"] = (network, refine)
     rows = []
     for case, image_file, aseg_file in REAL_DEV_SCANS:
         folder = data_dir() / REAL_DEV
@@ -82,9 +91,10 @@ def main() -> None:
         for probe, probe_image in probes(image).items():
             on_grid = sitk.Resample(aseg, probe_image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
             reference = table.map_freesurfer(sitk.GetArrayFromImage(on_grid).astype(np.int64))
-            for name, network in networks.items():
+            for name, (network, refine) in networks.items():
                 try:
-                    labels = sitk.GetArrayFromImage(segment(probe_image, model=network, device=args.device).labels)
+                    labels = sitk.GetArrayFromImage(segment(probe_image, model=network, device=args.device,
+                                                            pial_refinement=refine).labels)
                     dice = dice_per_label(labels, reference, table.num_classes)
                 except NoBrainError as error:  # a broken candidate scores nothing, the others are still judged
                     print(f"{case} {probe} {name}: {error}", flush=True)

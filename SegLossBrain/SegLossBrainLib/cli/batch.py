@@ -66,6 +66,7 @@ def run_batch(args, reporter: Reporter) -> int:
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=_BARRIER_TIMEOUT)
     options = CohortOptions(Path(args.output_dir), model=args.model, device=device, tta=args.tta,
                             with_confidence=args.confidence, island_fraction=args.remove_islands,
+                            pial_refinement=args.pial_refinement,
                             format=args.format, overwrite=args.overwrite, force=args.force,
                             hemispheres=args.hemispheres, output_spacing=args.output_spacing,
                             dicom_seg=args.dicom_seg, precision=args.precision,

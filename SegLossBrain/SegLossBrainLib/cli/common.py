@@ -201,6 +201,9 @@ def add_model_options(command, progress_json: bool = True) -> None:
     command.add_argument("--remove-islands", type=fraction, default=0.0, metavar="FRACTION",
                          help="give each structure's detached pieces smaller than FRACTION of its largest piece "
                               "to their next most probable class (e.g. 0.1; off by default, CSF never)")
+    command.add_argument("--no-pial-refinement", dest="pial_refinement", action="store_false",
+                         help="keep the network's own boundary between cortex and the outside; by default it is "
+                              "decided again at the input's resolution from the image's intensities")
     if progress_json:
         add_progress_json(command)
 

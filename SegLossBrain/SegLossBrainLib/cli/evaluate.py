@@ -28,7 +28,8 @@ def run_evaluate(args, reporter) -> int:
         reference = sitk.GetArrayFromImage(reference_image)
         reference = table.map_freesurfer(reference) if args.aseg else table.to_index_labels(reference)[0]
         result = segment(image, model=args.model, device=args.device, tta=args.tta, progress=reporter.progress,
-                         island_fraction=args.remove_islands, precision=args.precision)
+                         island_fraction=args.remove_islands, precision=args.precision,
+                         pial_refinement=args.pial_refinement)
         reporter.close()
         prediction = sitk.GetArrayFromImage(result.labels)
         spacing = tuple(reversed(image.GetSpacing()))

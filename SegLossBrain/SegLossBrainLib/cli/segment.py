@@ -49,7 +49,7 @@ def run_segment(args, reporter: Reporter) -> int:
 
     reporter.log(describe_model(model))
     result = segment(image, model=model["path"], device=args.device, tta=args.tta,
-                     island_fraction=args.remove_islands,
+                     island_fraction=args.remove_islands, pial_refinement=args.pial_refinement,
                      return_probabilities=bool(args.probabilities), with_confidence=bool(args.confidence),
                      progress=reporter.progress, output_spacing=args.output_spacing,
                      hemispheres=args.hemispheres, force=args.force, precision=args.precision,

@@ -111,11 +111,12 @@ def segment_many(inputs: Iterable, model=None, device: str = "auto", tta: bool =
                  with_confidence: bool = False, island_fraction: float = 0.0, force: bool = False,
                  loaded: LoadedModel | None = None, read_ahead: bool = True, output_spacing: float | None = None,
                  hemispheres: bool = False, precision: str | None = "auto",
-                 engine: str = "auto") -> Iterator[CaseResult]:
+                 engine: str = "auto", pial_refinement: bool = True) -> Iterator[CaseResult]:
     """Segment every case of ``inputs`` (``Case`` objects, or paths, folders and lists as ``discover_cases``
     takes them) with one model, yielding a ``CaseResult`` per case in order, ok or error.
 
-    ``model``/``device``/``force``/``output_spacing``/``hemispheres``/``precision``/``engine`` as ``segment`` (``force``
+    ``model``/``device``/``force``/``output_spacing``/``hemispheres``/``precision``/``engine``/``pial_refinement``
+    as ``segment`` (``force``
     also segments a case that looks like a label map or mask) (an output spacing too
     fine for one case's field of view is that case's error); or ``loaded`` (from ``load_cohort_model``) to
     reuse a loaded model. The model is loaded before the first case, so a bad model raises instead of failing every case.
@@ -143,7 +144,8 @@ def segment_many(inputs: Iterable, model=None, device: str = "auto", tta: bool =
                 if output_spacing is not None:
                     check_output_spacing(prepared.image, output_spacing)
                 options = dict(with_confidence=with_confidence, island_fraction=island_fraction, force=force,
-                               output_spacing=output_spacing, hemispheres=hemispheres)
+                               output_spacing=output_spacing, hemispheres=hemispheres,
+                               pial_refinement=pial_refinement)
                 if loaded.engine == "openvino":
                     probabilities = loaded.network.predict(prepared.array, tta=tta)
                     result = finish(prepared, probabilities, loaded.metadata, "cpu", loaded.network.precision,

@@ -38,6 +38,7 @@ class CohortOptions:
     tta: bool = False
     with_confidence: bool = False
     island_fraction: float = 0.0
+    pial_refinement: bool = True  # the cortex's outer boundary decided at the input's resolution
     format: str = "nii.gz"
     overwrite: bool = False
     force: bool = False  # segment cases in which no brain is found (an error row otherwise)
@@ -198,7 +199,7 @@ def run_cohort(inputs: list, options: CohortOptions, worker: Worker = Worker(),
         segmented = segment_many(runnable, tta=options.tta, with_confidence=options.with_confidence,
                                  island_fraction=options.island_fraction, force=options.force, loaded=loaded,
                                  output_spacing=options.output_spacing, hemispheres=options.hemispheres,
-                                 precision=options.precision)
+                                 precision=options.precision, pial_refinement=options.pial_refinement)
         outcomes = (CaseResult(case, "error", reason) if reason else next(segmented)
                     for case, reason in zip(to_do, refused))
         for number, outcome in enumerate(outcomes, start=1):

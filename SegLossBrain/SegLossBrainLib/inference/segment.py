@@ -19,6 +19,7 @@ from ..models.store import resolve_model
 from ..postprocessing import qc
 from ..postprocessing.hemispheres import Plane, check_hemisphere_table, side_volumes_ml, split_hemispheres
 from ..postprocessing.islands import suppress_islands
+from ..postprocessing.pial_boundary import refine_pial_boundary
 from ..preprocessing import grid as grids
 
 ProgressCallback = Callable[[float, str], None]
@@ -130,7 +131,8 @@ def segment_prepared(prepared: PreparedImage, network: torch.nn.Module, device: 
                      tta: bool = False, return_probabilities: bool = False, with_confidence: bool = False,
                      progress: ProgressCallback | None = None, island_fraction: float = 0.0,
                      output_spacing: float | None = None, hemispheres: bool = False,
-                     force: bool = False, precision: str | None = None) -> SegmentationResult:
+                     force: bool = False, precision: str | None = None,
+                     pial_refinement: bool = True) -> SegmentationResult:
     """The network (PyTorch) and the way back to the input grid (options as ``segment``), for an image that
     ``prepare_image`` made ready."""
     import torch
@@ -141,12 +143,13 @@ def segment_prepared(prepared: PreparedImage, network: torch.nn.Module, device: 
     report(0.25, _network_message(device.type, "torch", used, prepared.grid, tta))
     probabilities = predict_probabilities(network, prepared.tensor, device, tta=tta, precision=precision)
     return finish(prepared, probabilities, metadata, device.type, used, "torch", return_probabilities,
-                  with_confidence, report, island_fraction, output_spacing, hemispheres, force)
+                  with_confidence, report, island_fraction, output_spacing, hemispheres, force, pial_refinement)
 
 
 def finish(prepared: PreparedImage, probabilities, metadata: dict, device: str, used: str, engine: str,
            return_probabilities: bool, with_confidence: bool, report: ProgressCallback, island_fraction: float,
-           output_spacing: float | None, hemispheres: bool, force: bool) -> SegmentationResult:
+           output_spacing: float | None, hemispheres: bool, force: bool,
+           pial_refinement: bool = True) -> SegmentationResult:
     """Everything after the network, whichever engine ran it: ``probabilities`` [C, D, H, W] on the network grid
     (a numpy array or a CPU torch tensor) -> islands, QC, labels on the input grid, volumes, sides."""
     image, network_grid = prepared.image, prepared.grid
@@ -155,6 +158,11 @@ def finish(prepared: PreparedImage, probabilities, metadata: dict, device: str, 
     report(0.8, "mapping probabilities back to the input grid")
     reference = image if output_spacing is None else grids.isotropic_grid(image, output_spacing)
     labels, confidence = grids.probabilities_to_image(probabilities, network_grid, reference, with_confidence)
+    if pial_refinement:
+        report(0.85, "deciding the cortex's outer boundary at the input's resolution")
+        intensities = image if reference is image else sitk.Resample(image, reference, sitk.Transform(),
+                                                                     sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        labels = refine_pial_boundary(labels, intensities, probabilities, network_grid)
     volumes_ml = structure_volumes_ml(labels)
     qc.check_output(quality, labels, volumes_ml)
     sided, plane, sides_ml = None, None, {}
@@ -188,7 +196,8 @@ def segment(image: sitk.Image, model: str | os.PathLike | torch.nn.Module | None
             tta: bool = False, return_probabilities: bool = False, with_confidence: bool = False,
             progress: ProgressCallback | None = None, island_fraction: float = 0.0,
             output_spacing: float | None = None, hemispheres: bool = False, force: bool = False,
-            precision: str | None = None, engine: str = "auto") -> SegmentationResult:
+            precision: str | None = None, engine: str = "auto",
+            pial_refinement: bool = True) -> SegmentationResult:
     """Segment the 19 structures of a brain MR volume.
 
     ``model``: None (the installed default), a path or name of a model file, or a loaded network.
@@ -196,6 +205,9 @@ def segment(image: sitk.Image, model: str | os.PathLike | torch.nn.Module | None
     go to their next most probable class (``postprocessing/islands.py``; off by default).
     ``output_spacing``: labels and confidence on an isotropic grid of this spacing (mm) covering the input,
     mapped from the same probabilities; by default exactly ``image``'s size, spacing, origin and direction.
+    ``pial_refinement``: decide the boundary between cortex and the outside (background, CSF) at the input's
+    resolution from its intensities (``postprocessing/pial_boundary.py``; on by default; the confidence map is the
+    network's, unrefined).
     ``hemispheres``: also split the paired structures into left and right (``sided_labels``).
     ``force``: segment even when no brain is found (``qc.NoBrainError`` otherwise, before any output exists).
     ``precision``: auto (bf16 where native: CUDA, CPUs with AVX512-BF16/AMX), fp32 or bf16; None as
@@ -211,7 +223,7 @@ def segment(image: sitk.Image, model: str | os.PathLike | torch.nn.Module | None
         check_hemisphere_table()
     options = dict(return_probabilities=return_probabilities, with_confidence=with_confidence,
                    island_fraction=island_fraction, output_spacing=output_spacing, hemispheres=hemispheres,
-                   force=force)
+                   force=force, pial_refinement=pial_refinement)
     if choose_engine(engine, device, model) == "torch":
         from ..device import select_device
 
