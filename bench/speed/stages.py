@@ -31,6 +31,12 @@ from inference import volume_256  # noqa: E402  (the same test head as bench/spe
 AFTER_NETWORK = r"""
 quality = qc.check_input(probabilities, network_grid.spacing, False)
 labels, _ = grids.probabilities_to_image(probabilities, network_grid, image, False); mark("probabilities back")
+try:  # checkouts since the cortex boundary refinement (segment's default) have this stage
+    from SegLossBrainLib.postprocessing.pial_boundary import refine_pial_boundary
+except ImportError:
+    pass
+else:
+    labels = refine_pial_boundary(labels, image, probabilities, network_grid); mark("pial refinement")
 volumes = structure_volumes_ml(labels)
 qc.check_output(quality, labels, volumes); mark("QC and volumes")
 write_image(labels, sys.argv[2]); mark("write")
