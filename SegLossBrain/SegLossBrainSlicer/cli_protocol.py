@@ -36,6 +36,7 @@ class SegmentOptions:
     hemispheres: bool = False
     force: bool = False  # segment even when the engine finds no brain
     output_spacing: float | None = None  # mm: labels on an isotropic grid covering the input; None: its own grid
+    pial_refinement: bool = True  # False: the network's own cortex/outside boundary (--no-pial-refinement)
 
     def on_cpu(self) -> "SegmentOptions":
         return replace(self, device="cpu")
@@ -59,6 +60,8 @@ def segment_arguments(input_path, output_path, options: SegmentOptions, confiden
         args += ["--model", str(options.model_path)]
     if options.tta:
         args.append("--tta")
+    if not options.pial_refinement:
+        args.append("--no-pial-refinement")
     if options.hemispheres:
         args.append("--hemispheres")
     if options.force:

@@ -134,7 +134,8 @@ class SegmentPanel(VTKObservationMixin):
             options = SegmentOptions(choice.path, self.parameters.device, self.parameters.tta,
                                      self.parameters.confidence, self.parameters.hemispheres,
                                      output_spacing=check_output_spacing(self.parameters.inputVolume,
-                                                                         self.parameters.outputSpacing))
+                                                                         self.parameters.outputSpacing),
+                                     pial_refinement=self.parameters.pialRefinement)
         except (InputProblem, OSError) as error:
             slicer.util.errorDisplay(str(error), windowTitle=_("Cannot segment"))
             return

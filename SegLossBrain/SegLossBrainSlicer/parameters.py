@@ -21,6 +21,7 @@ class SegLossBrainParameterNode:
     modelKey: str = ""
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     tta: bool = False
+    pialRefinement: bool = True  # the cortex's outer boundary decided again at the input's resolution
     confidence: bool = True
     hemispheres: bool = False
     outputSpacing: float = 0.0  # mm; 0: the input's own grid

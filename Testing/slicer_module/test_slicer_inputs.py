@@ -188,6 +188,11 @@ def test_cli_arguments_and_event_parsing():
     assert cli_protocol.segment_arguments("in.nrrd", "out.nrrd", options, "conf.nrrd") == [
         "segment", "in.nrrd", "out.nrrd", "--progress-json", "--device", "cuda", "--model", "/m.safetensors",
         "--tta", "--confidence", "conf.nrrd"]
+    unrefined = cli_protocol.SegmentOptions(pial_refinement=False)
+    assert cli_protocol.segment_arguments("in.nrrd", "out.nrrd", unrefined)[-1] == "--no-pial-refinement"
+    arguments = cli_protocol.segment_arguments("in.nrrd", "out.nrrd", unrefined)
+    from SegLossBrainLib.cli import build_parser  # the engine's own parser accepts what the module sends
+    assert build_parser().parse_args(arguments[:3] + arguments[4:]).pial_refinement is False
     with pytest.raises(ValueError):
         cli_protocol.segment_arguments("a", "b", cli_protocol.SegmentOptions(device="tpu"))
     progress = cli_protocol.parse_line('{"event": "progress", "fraction": 1.7, "message": "x"}\n')
