@@ -60,7 +60,7 @@ def cortex_dice(labels: np.ndarray, truth: np.ndarray) -> float:
 def test_the_cortex_ends_where_the_image_says(invert):
     intensities, labels, probabilities, grid, truth, radius = case(invert=invert)
     before = sitk.GetArrayFromImage(labels)
-    after = sitk.GetArrayFromImage(refine_pial_boundary(labels, intensities, probabilities, grid))
+    after = sitk.GetArrayFromImage(refine_pial_boundary(labels, intensities, probabilities, grid)[0])
     # the network's extra shell (18-19.5 mm) was cortex and is given back to CSF; the true cortex stays
     shell = (radius > TRUE_PIAL_MM + 0.5) & (radius < NETWORK_PIAL_MM - 0.5)
     assert (before[shell] == CORTEX).mean() > 0.9
@@ -73,7 +73,7 @@ def test_the_cortex_ends_where_the_image_says(invert):
 def test_only_the_cortex_outside_boundary_moves():
     intensities, labels, probabilities, grid, truth, radius = case()
     before = sitk.GetArrayFromImage(labels)
-    after = sitk.GetArrayFromImage(refine_pial_boundary(labels, intensities, probabilities, grid))
+    after = sitk.GetArrayFromImage(refine_pial_boundary(labels, intensities, probabilities, grid)[0])
     changed = before != after
     assert changed.any()
     assert set(np.unique(before[changed])) <= {CORTEX, CSF, 0}
@@ -87,7 +87,7 @@ def test_only_the_cortex_outside_boundary_moves():
 def test_oblique_anisotropic_input_keeps_its_grid_and_is_refined():
     intensities, labels, probabilities, grid, truth, radius = case(spacing=(1.0, 0.9, 1.3),
                                                                     direction=rotation(10, -20, 30))
-    refined = refine_pial_boundary(labels, intensities, probabilities, grid)
+    refined, _ = refine_pial_boundary(labels, intensities, probabilities, grid)
     for get in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"):
         assert getattr(refined, get)() == getattr(labels, get)()
     before, after = sitk.GetArrayFromImage(labels), sitk.GetArrayFromImage(refined)
@@ -119,7 +119,7 @@ def test_a_class_too_small_to_measure_leaves_the_labels_alone():
     values[tiny == 0] = np.nan  # no background measurable either
     unmeasurable = sitk.GetImageFromArray(values)
     unmeasurable.CopyInformation(intensities)
-    refined = sitk.GetArrayFromImage(refine_pial_boundary(small, unmeasurable, probabilities, grid))
+    refined = sitk.GetArrayFromImage(refine_pial_boundary(small, unmeasurable, probabilities, grid)[0])
     np.testing.assert_array_equal(refined, tiny)
 
 
@@ -135,7 +135,7 @@ def test_segment_refines_by_default_and_the_option_turns_it_off(labels_network, 
     network_only, _ = grids.probabilities_to_image(off.probabilities.numpy(), off.network_grid, image, False)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(off.labels), sitk.GetArrayFromImage(network_only))
     on = segment(image, model=str(random_model_file), device="cpu")
-    expected = refine_pial_boundary(network_only, image, off.probabilities.numpy(), off.network_grid)
+    expected, _ = refine_pial_boundary(network_only, image, off.probabilities.numpy(), off.network_grid)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(on.labels), sitk.GetArrayFromImage(expected))
     for command in ("segment", "batch", "evaluate"):
         parser = build_parser()
@@ -143,3 +143,23 @@ def test_segment_refines_by_default_and_the_option_turns_it_off(labels_network, 
                     "evaluate": ["--images", "in.nii", "--labels", "ref.nii"]}[command]
         assert parser.parse_args([command, *required]).pial_refinement is True
         assert parser.parse_args([command, *required, "--no-pial-refinement"]).pial_refinement is False
+
+
+def test_a_moved_voxel_gets_its_new_labels_probability_as_confidence():
+    intensities, labels, probabilities, grid, truth, radius = case()
+    _, confidence = grids.probabilities_to_image(probabilities, grid, intensities, True)
+    refined, refined_confidence = refine_pial_boundary(labels, intensities, probabilities, grid, confidence)
+    before, after = sitk.GetArrayFromImage(labels), sitk.GetArrayFromImage(refined)
+    moved = before != after
+    assert moved.any()
+    # independent: each class's probability resampled linearly by SimpleITK, read at the voxel's new label
+    expected = sitk.GetArrayFromImage(confidence).copy()
+    for index in np.unique(after[moved]):
+        channel = sitk.GetImageFromArray(probabilities[index])
+        channel.CopyInformation(grid.reference_image())
+        resampled = sitk.GetArrayFromImage(sitk.Resample(channel, labels, sitk.Transform(), sitk.sitkLinear, 0.0,
+                                                         sitk.sitkFloat32))
+        where = moved & (after == index)
+        expected[where] = resampled[where]
+    np.testing.assert_allclose(sitk.GetArrayFromImage(refined_confidence), expected, atol=1e-5)
+    assert (sitk.GetArrayFromImage(refined_confidence)[moved] < 0.5).all()  # the network did not favour them

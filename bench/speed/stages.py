@@ -36,7 +36,7 @@ try:  # checkouts since the cortex boundary refinement (segment's default) have 
 except ImportError:
     pass
 else:
-    labels = refine_pial_boundary(labels, image, probabilities, network_grid); mark("pial refinement")
+    labels, _ = refine_pial_boundary(labels, image, probabilities, network_grid); mark("pial refinement")
 volumes = structure_volumes_ml(labels)
 qc.check_output(quality, labels, volumes); mark("QC and volumes")
 write_image(labels, sys.argv[2]); mark("write")

@@ -162,7 +162,7 @@ def finish(prepared: PreparedImage, probabilities, metadata: dict, device: str, 
         report(0.85, "deciding the cortex's outer boundary at the input's resolution")
         intensities = image if reference is image else sitk.Resample(image, reference, sitk.Transform(),
                                                                      sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-        labels = refine_pial_boundary(labels, intensities, probabilities, network_grid)
+        labels, confidence = refine_pial_boundary(labels, intensities, probabilities, network_grid, confidence)
     volumes_ml = structure_volumes_ml(labels)
     qc.check_output(quality, labels, volumes_ml)
     sided, plane, sides_ml = None, None, {}
@@ -206,8 +206,8 @@ def segment(image: sitk.Image, model: str | os.PathLike | torch.nn.Module | None
     ``output_spacing``: labels and confidence on an isotropic grid of this spacing (mm) covering the input,
     mapped from the same probabilities; by default exactly ``image``'s size, spacing, origin and direction.
     ``pial_refinement``: decide the boundary between cortex and the outside (background, CSF) at the input's
-    resolution from its intensities (``postprocessing/pial_boundary.py``; on by default; the confidence map is the
-    network's, unrefined).
+    resolution from its intensities (``postprocessing/pial_boundary.py``; on by default; a voxel that changes label
+    gets its new label's probability in the confidence map).
     ``hemispheres``: also split the paired structures into left and right (``sided_labels``).
     ``force``: segment even when no brain is found (``qc.NoBrainError`` otherwise, before any output exists).
     ``precision``: auto (bf16 where native: CUDA, CPUs with AVX512-BF16/AMX), fp32 or bf16; None as

@@ -115,15 +115,18 @@ def _probabilities_at(probabilities, grid, image: sitk.Image, voxels: tuple, cla
     return out
 
 
-def refine_pial_boundary(labels: sitk.Image, intensities: sitk.Image, probabilities, grid) -> sitk.Image:
-    """``labels`` (structure indices on the input grid) with the cortex/outside boundary decided by intensity.
+def refine_pial_boundary(labels: sitk.Image, intensities: sitk.Image, probabilities, grid,
+                         confidence: sitk.Image | None = None) -> tuple[sitk.Image, sitk.Image | None]:
+    """(``labels`` with the cortex/outside boundary decided by intensity, ``confidence`` to match or None).
 
-    ``intensities``: the input image on ``labels``' grid; ``probabilities``: the network's [C, D, H, W] on
-    ``grid`` (the ``grid.NetworkGrid`` they were computed on), numpy or a CPU tensor."""
+    ``labels``: structure indices on the input grid; ``intensities``: the input image on that grid;
+    ``probabilities``: the network's [C, D, H, W] on ``grid`` (the ``grid.NetworkGrid`` they were computed on),
+    numpy or a CPU tensor; ``confidence``: the probability of each voxel's label, as the back-projection gives
+    it, or None. A voxel that changes label gets its new label's interpolated probability as its confidence."""
     array = sitk.GetArrayFromImage(labels)
     brain = array != 0
     if not brain.any():
-        return labels
+        return labels, confidence
     # the work is done in the box around the labelled brain plus the background reach: most of a head is air
     spacing = np.array(labels.GetSpacing())
     margin = np.maximum(np.ceil(BACKGROUND_REACH_MM / spacing), 1).astype(int)[::-1] + 1  # numpy order
@@ -132,19 +135,29 @@ def refine_pial_boundary(labels: sitk.Image, intensities: sitk.Image, probabilit
     high = [min(int(nz[-1]) + m + 1, size) for nz, m, size in zip(nonzero, margin, array.shape)]
     box = tuple(slice(a, b) for a, b in zip(low, high))
     region = sitk.RegionOfInterest(labels, [int(h - l) for l, h in zip(low, high)][::-1], [int(l) for l in low][::-1])
-    refined = array.copy()
-    refined[box] = _refine(array[box], sitk.GetArrayViewFromImage(intensities)[box].astype(np.float32), region,
-                           probabilities, grid)
-    out = sitk.GetImageFromArray(refined)
+    moved, new_labels, new_probabilities = _refine(
+        array[box], sitk.GetArrayViewFromImage(intensities)[box].astype(np.float32), region, probabilities, grid)
+    if not len(new_labels):
+        return labels, confidence
+    moved = tuple(index + start for index, start in zip(moved, low))
+    array[moved] = new_labels
+    out = sitk.GetImageFromArray(array)
     out.CopyInformation(labels)
-    return out
+    if confidence is not None:
+        values = sitk.GetArrayFromImage(confidence)
+        values[moved] = new_probabilities
+        confidence = sitk.GetImageFromArray(values)
+        confidence.CopyInformation(labels)
+    return out, confidence
 
 
-def _refine(array: np.ndarray, values: np.ndarray, region: sitk.Image, probabilities, grid) -> np.ndarray:
-    """The refinement on one box of the input grid (``region``: the box as an image, for its geometry)."""
+def _refine(array: np.ndarray, values: np.ndarray, region: sitk.Image, probabilities, grid) -> tuple:
+    """The refinement on one box of the input grid (``region``: the box as an image, for its geometry):
+    (indices of the voxels that change, in the box; their new labels; those labels' probabilities)."""
+    unchanged = (tuple(np.zeros(0, np.int64) for _ in range(3)), np.zeros(0, array.dtype), np.zeros(0, np.float32))
     cortex, outside = _either(array, CORTEX), _either(array, OUTSIDE)
     if not cortex.any() or not outside.any():
-        return array
+        return unchanged
     spacing = np.array(region.GetSpacing())
     reach = np.maximum(np.ceil(grid.spacing / 2 / spacing), 1)[::-1]  # half a network voxel; numpy order
     band = (cortex & _dilate(outside, reach)) | (outside & _dilate(cortex, reach))
@@ -153,7 +166,7 @@ def _refine(array: np.ndarray, values: np.ndarray, region: sitk.Image, probabili
     usable_cortex = [c for c in CORTEX if c in models]
     usable_outside = [c for c in OUTSIDE if c in models]
     if not usable_cortex or not usable_outside:
-        return array
+        return unchanged
     voxels = np.nonzero(band)
     p = _probabilities_at(probabilities, grid, region, voxels, CORTEX + OUTSIDE)
     tiny = np.float32(1e-6)
@@ -177,7 +190,9 @@ def _refine(array: np.ndarray, values: np.ndarray, region: sitk.Image, probabili
     # only a change of side moves a voxel: a voxel staying on its side keeps its label
     to_outside = decided & was_cortex & (outside_score > cortex_score)
     to_cortex = decided & ~was_cortex & (cortex_score > outside_score)
-    refined = array.copy()
-    refined[tuple(v[to_outside] for v in voxels)] = outside_class[to_outside]
-    refined[tuple(v[to_cortex] for v in voxels)] = cortex_class[to_cortex]
-    return refined
+    move = to_outside | to_cortex
+    new_labels = np.where(to_outside, outside_class, cortex_class)[move].astype(array.dtype)
+    probability = np.zeros(new_labels.shape, np.float32)  # the new label's own interpolated probability
+    for c in CORTEX + OUTSIDE:
+        probability[new_labels == c] = p[c][move][new_labels == c]
+    return tuple(v[move] for v in voxels), new_labels, probability
