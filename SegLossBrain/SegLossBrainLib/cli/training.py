@@ -41,7 +41,8 @@ def run_train(args, reporter) -> int:
         validation += brain_validation
     config = TrainingConfig(
         label_maps=training, validation_maps=validation, brain_label_maps=brain_maps,
-        brain_maps_share=args.brain_maps_share, real_pairs=[real_pair(p) for p in args.real or []],
+        brain_maps_share=args.brain_maps_share, composite_heads=args.composite_heads,
+        composite_share=args.composite_share, real_pairs=[real_pair(p) for p in args.real or []],
         run_dir=args.run_dir, architecture=args.architecture, loss=args.loss, loss_params=loss_params(args.loss_params),
         optimizer=args.optimizer, learning_rate=args.lr, lr_schedule=args.lr_schedule,
         warmup_steps=args.warmup_steps, input_noise_std=args.input_noise_std, batch_size=args.batch_size,
@@ -77,6 +78,11 @@ def add_training_commands(commands) -> None:
                        help="share of synthetic images drawn from --brain-label-maps (default 0.5)")
     train.add_argument("--brain-validation-maps", default=",".join(paths.HELD_OUT_BRAIN_MAPS),
                        help="comma-separated file names of --brain-label-maps held out for synthetic validation")
+    train.add_argument("--composite-heads", type=int, default=0,
+                       help="place each brain-only map inside this many full-head maps too (skull-on images drawn "
+                            "FreeSurfer's way; default 0: none)")
+    train.add_argument("--composite-share", type=float, default=0.5,
+                       help="share of the brain-only maps' images drawn from those composite heads (default 0.5)")
     train.add_argument("--real", action="append", metavar="IMAGE,ASEG", help="real validation pair (repeatable)")
     train.add_argument("--run-dir", default="runs/train", help="checkpoints, log and best weights go here")
     train.add_argument("--architecture", default="wong2018", choices=["wong2018", "vnet"],

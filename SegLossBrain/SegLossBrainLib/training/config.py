@@ -15,6 +15,8 @@ class TrainingConfig:
     validation_maps: list = field(default_factory=list)  # held-out label maps: synthetic validation
     brain_label_maps: list = field(default_factory=list)  # brain-only maps drawn FreeSurfer's way (paths)
     brain_maps_share: float = 0.5  # share of synthetic batches drawn from brain_label_maps when there are any
+    composite_heads: int = 0  # full-head maps each brain-only map is also placed into (skull-on composites)
+    composite_share: float = 0.5  # share of brain-only draws made from those composites when there are any
     real_pairs: list = field(default_factory=list)  # [(image path, aseg path, name)]: real validation
     labelled_scans: list = field(default_factory=list)  # [(image path, labels path)]: real scans trained on too
     labelled_fraction: float = 0.5  # share of batches drawn from labelled_scans when there are any
@@ -63,6 +65,12 @@ class TrainingConfig:
             raise ValueError(f"learning-rate schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.brain_label_maps and not 0 < self.brain_maps_share < 1:
             raise ValueError(f"brain-only maps' share must lie strictly between 0 and 1, got {self.brain_maps_share}")
+        if self.composite_heads < 0:
+            raise ValueError(f"composite heads per brain-only map must be >= 0, got {self.composite_heads}")
+        if self.composite_heads and not self.brain_label_maps:
+            raise ValueError("composite heads are made from brain-only label maps: give --brain-label-maps too")
+        if self.composite_heads and not 0 < self.composite_share < 1:
+            raise ValueError(f"composite heads' share must lie strictly between 0 and 1, got {self.composite_share}")
         if self.labelled_scans and not 0 < self.labelled_fraction < 1:
             raise ValueError(f"labelled fraction must lie strictly between 0 and 1, got {self.labelled_fraction}")
         if self.warmup_steps < 0:

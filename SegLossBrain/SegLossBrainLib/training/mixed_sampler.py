@@ -55,6 +55,17 @@ class SyntheticMixture(_EitherSource):
         self.full_head, self.brain_only, self.brain_share = full_head, brain_only, brain_share
 
 
+class StrippedOrSkullOn(_EitherSource):
+    """Synthetic brains from the brain-only maps: as they are (skull-stripped-looking images), or with probability
+    ``composite_share`` placed inside a full-head map (``synthesis/composite_heads.py``: skull-on images drawn
+    FreeSurfer's way)."""
+
+    def __init__(self, brain_only, composites, composite_share: float):
+        super().__init__(brain_only, composites, composite_share, "the composite heads' share must lie strictly "
+                         "between 0 and 1, got {share}; use --composite-heads 0 for brain-only maps as they are")
+        self.brain_only, self.composites, self.composite_share = brain_only, composites, composite_share
+
+
 def mixed_sampler(synthetic, scans: list, patch_size, labelled_fraction: float, log=None,
                   soft_labels: bool = False) -> tuple:
     """(sampler, loaded pairs) for ``scans`` = [(image path, labels path)] mixed into ``synthetic``; with

@@ -37,9 +37,10 @@ from ..labels import load_label_table
 from ..losses import get_loss, label_weights_from_frequencies
 from ..models.files import load_model, save_model
 from ..networks import build_network
+from ..synthesis.composite_heads import composite_sources
 from ..synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
 from .config import TrainingConfig
-from .mixed_sampler import SyntheticMixture, mixed_sampler
+from .mixed_sampler import StrippedOrSkullOn, SyntheticMixture, mixed_sampler
 
 CHECKPOINT_NAME = "last.pt"
 BEST_NAME = "best.safetensors"
@@ -108,9 +109,14 @@ class Trainer:
         settings = SynthesisSettings(**{**config.synthesis, "patch_size": tuple(config.patch_size)})
         self.generator = generator or SyntheticBrainGenerator(config.label_maps, settings, device=self.device)
         if config.brain_label_maps and generator is None:
-            self.generator = SyntheticMixture(
-                self.generator, SyntheticBrainGenerator(config.brain_label_maps, settings, device=self.device),
-                config.brain_maps_share)
+            brain_side = SyntheticBrainGenerator(config.brain_label_maps, settings, device=self.device)
+            if config.composite_heads:
+                composites = composite_sources(config.brain_label_maps, config.label_maps, config.composite_heads,
+                                               device=self.device)
+                brain_side = StrippedOrSkullOn(brain_side, SyntheticBrainGenerator(composites, settings,
+                                                                                   device=self.device),
+                                               config.composite_share)
+            self.generator = SyntheticMixture(self.generator, brain_side, config.brain_maps_share)
         self.labelled = []  # real labelled scans mixed into the synthetic brains (mixed_sampler.py)
         if config.labelled_scans and generator is None:
             self.generator, self.labelled = mixed_sampler(self.generator, config.labelled_scans, config.patch_size,
@@ -238,6 +244,8 @@ class Trainer:
             "training_data": [Path(p).name for p in self.config.label_maps],
             **({"brain_label_maps": [Path(p).name for p in self.config.brain_label_maps],
                 "brain_maps_share": self.config.brain_maps_share} if self.config.brain_label_maps else {}),
+            **({"composite_heads": self.config.composite_heads, "composite_share": self.config.composite_share}
+               if self.config.composite_heads else {}),
             **({"labelled_scans": [pair.fingerprint() for pair in self.labelled],
                 "labelled_fraction": self.config.labelled_fraction,
                 "soft_labels": self.config.soft_labels} if self.labelled else {}),
