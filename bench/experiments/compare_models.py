@@ -19,7 +19,8 @@ import torch
 from held_out import WATCH, held_out_dice
 from SegLossBrainLib.labels import load_label_table
 from SegLossBrainLib.models.files import load_model
-from SegLossBrainLib.paths import BRAIN_LABEL_MAPS, HELD_OUT_BRAIN_MAPS, data_dir
+from SegLossBrainLib.paths import BRAIN_LABEL_MAPS, HELD_OUT_BRAIN_MAPS, HELD_OUT_MAPS, data_dir, label_maps_dir
+from SegLossBrainLib.synthesis.composite_heads import composite_sources
 
 
 def score_models(paths: list[str], draws: int, seed: int, threads: int, device: str = "cpu",
@@ -51,15 +52,23 @@ def main() -> None:
     parser.add_argument("--fs-maps", action="store_true",
                         help="score on the brain-only FreeSurfer-convention maps held out of training "
                              "(paths.HELD_OUT_BRAIN_MAPS) instead of the full-head maps 19-20")
+    parser.add_argument("--composite-heads", action="store_true",
+                        help="score on skull-on heads drawn FreeSurfer's way: each held-out brain-only map placed "
+                             "inside each held-out full-head map (synthesis/composite_heads.py), 4 heads")
     args = parser.parse_args()
     if len(args.models) < 2:
         parser.error("give a baseline and at least one candidate")
     maps = [str(data_dir() / BRAIN_LABEL_MAPS / name) for name in HELD_OUT_BRAIN_MAPS] if args.fs_maps else None
+    if args.composite_heads:
+        brains = [str(data_dir() / BRAIN_LABEL_MAPS / name) for name in HELD_OUT_BRAIN_MAPS]
+        heads = [str(label_maps_dir() / name) for name in HELD_OUT_MAPS]
+        maps = composite_sources(brains, heads, per_brain=len(heads))
     dice, names = score_models(args.models, args.draws, args.seed, args.threads, args.device, maps)
     table = load_label_table()
     mean17 = np.nanmean(dice[:, :, table.scored_indices], axis=2)  # [model, image]
     watch = [names.index(n) for n in WATCH]
-    which = "FreeSurfer-convention brain-only" if args.fs_maps else "full-head"
+    which = ("FreeSurfer-convention composite skull-on" if args.composite_heads
+             else "FreeSurfer-convention brain-only" if args.fs_maps else "full-head")
     print(f"\n{dice.shape[1]} held-out synthetic images from {which} maps (seed {args.seed}); "
           f"baseline {Path(args.models[0]).name}")
     print("| model | mean Dice (17) | paired diff ± s.e. | images better | " + " | ".join(WATCH) + " |")

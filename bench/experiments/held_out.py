@@ -28,7 +28,7 @@ def held_out_dice(segment: Callable[[torch.Tensor], dict], draws: int, seed: int
     """``segment(image)`` gets each synthetic image ([1, D, H, W], the target's grid) and returns
     {contender: labels [D, H, W]}; the result is {contender: Dice [image, class]} over ``draws`` images per
     held-out map (draw by draw, map by map). ``settings``: SynthesisSettings, default the whole brain at 1.5 mm;
-    ``maps``: label map paths, default the full-head maps held out of training (``paths.HELD_OUT_MAPS``)."""
+    ``maps``: label map paths (or generator sources), default the full-head maps held out of training (``paths.HELD_OUT_MAPS``)."""
     from SegLossBrainLib.synthesis.generator import SynthesisSettings, SyntheticBrainGenerator
 
     table = load_label_table()
