@@ -52,6 +52,7 @@ def run_train(args, reporter) -> int:
         freeze_batchnorm=args.freeze_batchnorm,
         labelled_scans=[image_labels_pair(p) for p in args.labelled_scan or []],
         labelled_fraction=args.labelled_fraction, soft_labels=args.soft_labels,
+        labelled_rotation_deg=args.labelled_rotation, labelled_scaling=args.labelled_scaling,
     )
     printer = StepPrinter(reporter, "training", _describe)
     if args.resume and not reporter.json_lines:
@@ -113,6 +114,11 @@ def add_training_commands(commands) -> None:
                             "the synthetic brains (repeatable): teaches the labels' convention, e.g. FreeSurfer's")
     train.add_argument("--labelled-fraction", type=float, default=0.5,
                        help="share of training batches drawn from the --labelled-scan cases (default 0.5)")
+    train.add_argument("--labelled-rotation", type=float, default=0.0, metavar="DEG",
+                       help="turn each --labelled-scan patch by up to DEG degrees about each axis (default 0), so "
+                            "that the scans' labels are not learnt in one pose only")
+    train.add_argument("--labelled-scaling", type=float, default=0.0, metavar="FRACTION",
+                       help="scale each --labelled-scan patch by up to this fraction along each axis (default 0)")
     train.add_argument("--soft-labels", action="store_true",
                        help="train on the --labelled-scan labels as each structure's share of every 1.5 mm voxel "
                             "(partial volume) instead of the nearest label")

@@ -20,6 +20,8 @@ class TrainingConfig:
     real_pairs: list = field(default_factory=list)  # [(image path, aseg path, name)]: real validation
     labelled_scans: list = field(default_factory=list)  # [(image path, labels path)]: real scans trained on too
     labelled_fraction: float = 0.5  # share of batches drawn from labelled_scans when there are any
+    labelled_rotation_deg: float = 0.0  # labelled_scans' patches turned by up to this about each axis
+    labelled_scaling: float = 0.0  # and scaled by up to this fraction along each axis
     soft_labels: bool = False  # labelled_scans' targets as structure shares on the network grid (partial volume)
     architecture: str = "wong2018"
     loss: str = "explog"
@@ -73,6 +75,9 @@ class TrainingConfig:
             raise ValueError(f"composite heads' share must lie strictly between 0 and 1, got {self.composite_share}")
         if self.labelled_scans and not 0 < self.labelled_fraction < 1:
             raise ValueError(f"labelled fraction must lie strictly between 0 and 1, got {self.labelled_fraction}")
+        if not (0 <= self.labelled_rotation_deg <= 45 and 0 <= self.labelled_scaling < 0.5):
+            raise ValueError("labelled scans' rotation must lie in [0, 45] degrees and scaling in [0, 0.5), got "
+                             f"{self.labelled_rotation_deg} and {self.labelled_scaling}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup steps must be >= 0, got {self.warmup_steps}")
         if self.input_noise_std is not None and not (self.input_noise_std >= 0 and math.isfinite(self.input_noise_std)):

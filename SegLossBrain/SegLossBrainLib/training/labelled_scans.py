@@ -12,8 +12,11 @@ is partial volume at every boundary, which nearest neighbour turns into a stairc
 ``PairSampler`` has the synthetic generator's ``batch(batch_size, rng)`` interface, so the training loop
 (``training/trainer.py``) runs it unchanged. Augmentation is light on purpose (a few real cases, a model already trained on heavy
 synthetic augmentation): a left-right mirror (every structure merges left and right, so the mirrored target
-is still correct), gamma, a smooth bias field and noise. No rotations: the network grid already aligns the
-head to its training orientation.
+is still correct), gamma, a smooth bias field and noise. No rotations by default: the network grid aligns the
+scan's axes to the training orientation. But the head is not always aligned with its scan's axes (a tilted
+acquisition, a tilted patient), and a network trained on one real scan in one pose learns that pose with its
+labels; ``rotation_deg``/``scaling`` turn each patch about its centre by a random rotation and per-axis scale
+(image trilinear, labels nearest neighbour, both read from the whole volume so the corners are real data).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import torch
 from ..imageio.volumes import InputError, check_image, read_image, same_grid
 from ..labels import LabelError, load_label_table
 from ..preprocessing import grid as grids
+from ..synthesis.geometry import rotation_matrix
 from ..synthesis.intensity import bias_field
 
 MIN_STRUCTURES = 2  # fewer than this: nothing to learn that is not already the background
@@ -230,11 +234,17 @@ def _crop_or_pad(volume: torch.Tensor, start, size, value: float) -> torch.Tenso
 class PairSampler:
     """Random patches from the training pairs, with light augmentation; ``batch`` as the synthetic generator."""
 
-    def __init__(self, pairs: list[TrainingPair], patch_size, augment: bool = True, focus: list | None = None):
+    def __init__(self, pairs: list[TrainingPair], patch_size, augment: bool = True, focus: list | None = None,
+                 rotation_deg: float = 0.0, scaling: float = 0.0):
         """``focus``: per pair, a [D, H, W] bool mask of the voxels patches should favour (see
-        FOCUS_CROP_FRACTION), or None."""
+        FOCUS_CROP_FRACTION), or None. ``rotation_deg``: each patch turned by up to this many degrees about each
+        axis; ``scaling``: and scaled by up to this fraction along each axis (both 0: patches as they lie)."""
         if not pairs:
             raise ValueError("no training pairs")
+        if not (0 <= rotation_deg <= 45 and 0 <= scaling < 0.5):
+            raise ValueError(f"rotation must lie in [0, 45] degrees and scaling in [0, 0.5), got {rotation_deg}, "
+                             f"{scaling}")
+        self.rotation_deg, self.scaling = float(rotation_deg), float(scaling)
         self.pairs, self.patch_size, self.augment = pairs, tuple(int(s) for s in patch_size), augment
         self.foreground = [_points(pair.labels > 0) for pair in pairs]
         self.focus = None
@@ -276,14 +286,40 @@ class PairSampler:
         image = image + 0.03 * float(torch.rand(1, generator=rng)) * torch.randn(image.shape, generator=rng)
         return image.clamp(0, 1), labels
 
+    def _turned(self, pair: TrainingPair, start, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The patch at ``start`` turned and scaled about its centre by a random draw, read from the whole volume
+        (outside it: 0 and background, as ``_crop_or_pad`` pads)."""
+        angles = np.deg2rad((torch.rand(3, generator=rng).double().numpy() * 2 - 1) * self.rotation_deg)
+        scales = 1 + (torch.rand(3, generator=rng).double().numpy() * 2 - 1) * self.scaling
+        matrix = rotation_matrix(angles) @ np.diag(scales)  # acts on (d, h, w) voxel offsets (isotropic grid)
+        size = np.array(self.patch_size, dtype=np.float64)
+        centre = np.array(start, dtype=np.float64) + (size - 1) / 2
+        offsets = np.stack(np.meshgrid(*[np.arange(n) - (n - 1) / 2 for n in size], indexing="ij"), axis=-1)
+        points = centre + offsets @ matrix.T  # (d, h, w) indices into the volume
+        extent = np.array(pair.labels.shape[-3:], dtype=np.float64)
+        normalised = 2 * points / np.maximum(extent - 1, 1) - 1
+        grid = torch.as_tensor(normalised[..., ::-1].copy(), dtype=torch.float32)[None]  # grid_sample wants (x, y, z)
+        sample = torch.nn.functional.grid_sample
+        image = sample(pair.image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
+        if pair.soft is None:
+            labels = sample(pair.labels[None, None].float(), grid, mode="nearest", padding_mode="zeros",
+                            align_corners=True)[0, 0].round().long()
+        else:
+            labels = sample(pair.soft[None].float(), grid, mode="bilinear", padding_mode="zeros",
+                            align_corners=True)[0]
+        return image, labels
+
     def sample(self, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         index = int(torch.randint(len(self.pairs), (1,), generator=rng))
         pair, start = self.pairs[index], self._start(index, rng)
-        image = _crop_or_pad(pair.image, start, self.patch_size, 0.0)
-        if pair.soft is None:
-            labels = _crop_or_pad(pair.labels, start, self.patch_size, 0)
-        else:  # shares; padding is background
-            labels = _crop_or_pad(pair.soft, start, self.patch_size, 0.0).float()
+        if self.rotation_deg or self.scaling:
+            image, labels = self._turned(pair, start, rng)
+        else:
+            image = _crop_or_pad(pair.image, start, self.patch_size, 0.0)
+            labels = _crop_or_pad(pair.labels if pair.soft is None else pair.soft, start, self.patch_size,
+                                  0 if pair.soft is None else 0.0)
+        if pair.soft is not None:  # shares; padding is background
+            labels = labels.float()
             labels[0] = (1.0 - labels[1:].sum(0)).clamp_(min=0.0)
         if self.augment:
             image, labels = self._augment(image, labels, rng)

@@ -67,8 +67,10 @@ class StrippedOrSkullOn(_EitherSource):
 
 
 def mixed_sampler(synthetic, scans: list, patch_size, labelled_fraction: float, log=None,
-                  soft_labels: bool = False) -> tuple:
+                  soft_labels: bool = False, rotation_deg: float = 0.0, scaling: float = 0.0) -> tuple:
     """(sampler, loaded pairs) for ``scans`` = [(image path, labels path)] mixed into ``synthetic``; with
-    ``soft_labels`` the real scans' targets are structure shares (``labelled_scans.soft_targets``)."""
+    ``soft_labels`` the real scans' targets are structure shares (``labelled_scans.soft_targets``);
+    ``rotation_deg``/``scaling``: the real patches' random turn and scale (``PairSampler``)."""
     pairs = [load_pair(image, labels, log=log, soft_labels=soft_labels) for image, labels in scans]
-    return MixedSampler(synthetic, PairSampler(pairs, patch_size), labelled_fraction), pairs
+    sampler = PairSampler(pairs, patch_size, rotation_deg=rotation_deg, scaling=scaling)
+    return MixedSampler(synthetic, sampler, labelled_fraction), pairs

@@ -120,7 +120,9 @@ class Trainer:
         self.labelled = []  # real labelled scans mixed into the synthetic brains (mixed_sampler.py)
         if config.labelled_scans and generator is None:
             self.generator, self.labelled = mixed_sampler(self.generator, config.labelled_scans, config.patch_size,
-                                                          config.labelled_fraction, soft_labels=config.soft_labels)
+                                                          config.labelled_fraction, soft_labels=config.soft_labels,
+                                                          rotation_deg=config.labelled_rotation_deg,
+                                                          scaling=config.labelled_scaling)
         self.network = build_network(config.architecture, num_classes=self.table.num_classes).to(self.device)
         if config.input_noise_std is not None:
             if not hasattr(self.network, "noise_std"):
@@ -248,7 +250,11 @@ class Trainer:
                if self.config.composite_heads else {}),
             **({"labelled_scans": [pair.fingerprint() for pair in self.labelled],
                 "labelled_fraction": self.config.labelled_fraction,
-                "soft_labels": self.config.soft_labels} if self.labelled else {}),
+                "soft_labels": self.config.soft_labels,
+                **({"labelled_rotation_deg": self.config.labelled_rotation_deg,
+                    "labelled_scaling": self.config.labelled_scaling}
+                   if self.config.labelled_rotation_deg or self.config.labelled_scaling else {})}
+               if self.labelled else {}),
             "freeze_batchnorm": self.config.freeze_batchnorm,
             "synthesis": self.config.synthesis,
             "wall_time_s": round(self.elapsed, 1),
