@@ -83,6 +83,13 @@ def test_the_placed_brain_lands_on_the_head_brain_and_the_skull_stays(head_and_b
     assert set(np.unique(after[intracranial & ~placed_brain]).tolist()) == {24}
 
 
+def test_the_same_maps_give_the_same_composite_every_time(head_and_brain):
+    """A resumed run rebuilds its composites: they must be the ones it started with."""
+    head, brain = head_and_brain
+    first, second = composite_head(brain, head), composite_head(brain, head)
+    assert np.array_equal(label_array(first), label_array(second))
+
+
 def test_maps_stored_as_float_are_read_as_labels(head_and_brain):
     head, brain = head_and_brain
     result = composite_head(sitk.Cast(brain, sitk.sitkFloat32), sitk.Cast(head, sitk.sitkFloat32))
